@@ -1,0 +1,1 @@
+"""Keras -> TFLite conversion and parity checks (workstation)."""

@@ -1,0 +1,1 @@
+"""maskwatch device side: runs on the Raspberry Pi, imports no TensorFlow."""

@@ -1,0 +1,1 @@
+"""Face detectors (BlazeFace via LiteRT, optional YuNet via OpenCV)."""

