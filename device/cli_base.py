@@ -36,9 +36,7 @@ def run(prog: str, description: str, table: Commands, argv: Sequence[str] | None
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Options before the command (like -v) are not command names; skip them when selecting.
-    rest = [a for a in argv if not a.startswith("-")] if argv else []
-    _add(sub, table, _command_path(argv, rest), "")
+    _add(sub, table, _command_path(argv), "")
     args = parser.parse_args(argv)
     import logging
 
@@ -59,8 +57,8 @@ def run(prog: str, description: str, table: Commands, argv: Sequence[str] | None
         return 2
 
 
-def _command_path(argv: list[str], positionals: list[str]) -> list[str]:
-    """The argv tail starting at the command name (leading global options dropped)."""
+def _command_path(argv: list[str]) -> list[str]:
+    """The argv tail starting at the command name: global options before it (like -v) are skipped."""
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 1

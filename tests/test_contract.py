@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 
 from device.contract import (
-    INCORRECT_MASK, WITH_MASK, WITHOUT_MASK, ModelCard, card_path, crop_face, dequantize,
-    expand_box, load_card_for, normalize_label, quantize,
+    INCORRECT_MASK,
+    WITH_MASK,
+    WITHOUT_MASK,
+    ModelCard,
+    card_path,
+    crop_face,
+    dequantize,
+    expand_box,
+    load_card_for,
+    normalize_label,
+    quantize,
 )
 
 
