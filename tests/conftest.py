@@ -13,6 +13,9 @@ from tests.mosquitto import Broker, find_mosquitto
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKWATCH_SHARED", ROOT.parent / "shared"))
 MODELS = ROOT / "models"
+# Models built with TensorFlow in the workstation run are kept here so that the device-only run
+# (numpy 1.x, no TensorFlow: the Raspberry Pi OS check) can use the very same files.
+ASSETS = ROOT / ".cache" / "test-assets"
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +50,16 @@ def tiny_classifier(tmp_path_factory) -> Path:
     """A small int8 TFLite mask classifier that follows the contract (raw RGB in, softmax out).
 
     Its weights are random: it is for plumbing tests (shapes, dtypes, cards, the daemon), not
-    for accuracy. Built with TensorFlow, so it exists on the workstation only.
+    for accuracy. Built with TensorFlow in the workstation run and reused from ``.cache`` by the
+    device-only run, where TensorFlow is absent.
     """
-    tf = pytest.importorskip("tensorflow")
+    cached = ASSETS / "tiny_int8.tflite"
+    try:
+        import tensorflow as tf
+    except ImportError:
+        if cached.exists() and cached.with_suffix(".json").exists():
+            return cached
+        pytest.skip("TensorFlow is absent and no cached tiny model: run the workstation tests first")
     import keras
 
     from device.contract import BINARY_LABELS, ModelCard
@@ -79,4 +89,7 @@ def tiny_classifier(tmp_path_factory) -> Path:
     path = out_dir / "tiny_int8.tflite"
     path.write_bytes(conv.convert())
     ModelCard(name="tiny", backbone="tiny_cnn", input_size=size, quantization="int8").save(path.with_suffix(".json"))
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(path.read_bytes())
+    cached.with_suffix(".json").write_bytes(path.with_suffix(".json").read_bytes())
     return path

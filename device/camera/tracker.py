@@ -1,0 +1,364 @@
+"""Turn per-frame face classifications into per-person events.
+
+One person walking through the entrance is seen in dozens of frames; the daemon must report
+them ONCE. The tracker links faces across frames (IoU, with a centre-distance fallback for a
+face that moved fast), smooths each person's alert score (EMA), waits for ``evidence_frames``
+sightings before it says anything (a one-frame false detection never becomes an event), and
+changes its mind only when the smoothed score clearly crosses the threshold (hysteresis), so
+noise around the threshold cannot produce a stream of flips.
+
+Events:
+  ``new``     a person is confirmed, with their label (counted in :attr:`Tracker.counts`);
+  ``update``  a confirmed person's label flipped;
+  ``end``     a confirmed person has not been seen for ``timeout_s``.
+
+Cooldown: the face detector loses people for a second now and then. A new track that starts
+within ``cooldown_s`` of where a person's track ended, and reaches the same label, is that
+person again: it silently takes over the old track id (no second ``new``, not counted again),
+and a later ``end`` carries the same id (and the original ``start_time``) once more.
+
+Matching compares a face with a track's last box and with where the track's (smoothed)
+velocity predicts it now, so a person walking on while the detector missed them keeps their
+track.
+
+Pure logic: no clocks, no I/O. ``now`` is the caller's frame time in seconds (any clock, but
+the same one every call). Call :meth:`Tracker.update` for every processed frame, with empty
+arrays when there are no faces: that is what ends tracks.
+
+Additions to the shared API: ``update(..., other_labels=...)`` for models with more than two
+labels, :meth:`Tracker.expire`, :class:`TrackState` (what :attr:`Tracker.tracks` holds),
+``dropped_faces`` and ``reopened`` counters, and the pure helpers :func:`iou_matrix`,
+:func:`centre_distance_matrix` and :func:`greedy_match`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from device.config import TrackerConfig
+
+#: A face whose centre moved less than this many box sizes (the larger box's longer side) still
+#: belongs to the track when the boxes no longer overlap enough.
+MAX_CENTRE_DISTANCE = 1.0
+#: ... provided the box size changed by less than this factor.
+MAX_SIZE_RATIO = 2.0
+#: EMA weight of the newest velocity measurement (for predicting where a missed face went).
+VELOCITY_SMOOTHING = 0.5
+
+
+@dataclass
+class TrackEvent:
+    type: str  # "new" | "update" | "end"
+    track_id: int
+    label: str
+    score: float  # smoothed P(alert label)
+    top_score: float  # the highest smoothed score of this person so far
+    box: tuple[int, int, int, int]
+    frame_time: float
+    start_time: float
+    end_time: float | None  # last time the person was seen ("end" only)
+
+
+@dataclass
+class TrackState:
+    """A snapshot of one active track (tentative tracks have ``label`` None)."""
+
+    id: int
+    box: tuple[float, float, float, float]
+    score: float
+    label: str | None
+    hits: int
+    start_time: float
+    last_seen: float
+    top_score: float
+
+    @property
+    def confirmed(self) -> bool:
+        return self.label is not None
+
+
+@dataclass
+class _Track:
+    id: int
+    box: np.ndarray
+    first_box: np.ndarray
+    score: float
+    hits: int
+    start_time: float
+    last_seen: float
+    top_score: float
+    label: str | None = None
+    other_votes: Counter = field(default_factory=Counter)
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, px/s
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return (np.asarray(box[:2], dtype=np.float64) + np.asarray(box[2:], dtype=np.float64)) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry and matching (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` (M,4) with every box in ``b`` (N,4)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def centre_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Centre distance in units of box size; inf where the sizes differ by more than MAX_SIZE_RATIO."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    sa = np.maximum(np.maximum(a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]), 1e-6)
+    sb = np.maximum(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 1e-6)
+    dist = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
+    size = np.maximum(sa[:, None], sb[None, :])
+    ratio = size / np.minimum(sa[:, None], sb[None, :])
+    return np.where(ratio <= MAX_SIZE_RATIO, dist / size, np.inf)
+
+
+def greedy_match(
+    iou: np.ndarray, dist: np.ndarray, iou_threshold: float, max_distance: float = MAX_CENTRE_DISTANCE
+) -> list[tuple[int, int]]:
+    """(row, col) pairs: best IoU first (>= threshold), then the closest centres (<= max_distance)."""
+    pairs: list[tuple[int, int]] = []
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    rows, cols = np.nonzero(iou >= iou_threshold)
+    for i in np.argsort(-iou[rows, cols], kind="stable"):
+        r, c = int(rows[i]), int(cols[i])
+        if r not in used_r and c not in used_c:
+            pairs.append((r, c))
+            used_r.add(r)
+            used_c.add(c)
+    rows, cols = np.nonzero(dist <= max_distance)
+    for i in np.argsort(dist[rows, cols], kind="stable"):
+        r, c = int(rows[i]), int(cols[i])
+        if r not in used_r and c not in used_c:
+            pairs.append((r, c))
+            used_r.add(r)
+            used_c.add(c)
+    return pairs
+
+
+def _near(a: np.ndarray, b: np.ndarray, iou_threshold: float) -> float:
+    """A closeness score (higher is nearer) or -inf when the boxes are not near each other."""
+    iou = float(iou_matrix(a, b)[0, 0])
+    if iou >= iou_threshold:
+        return 1.0 + iou
+    dist = float(centre_distance_matrix(a, b)[0, 0])
+    return 1.0 - dist if dist <= MAX_CENTRE_DISTANCE else -np.inf
+
+
+# --------------------------------------------------------------------------------------------
+# The tracker
+# --------------------------------------------------------------------------------------------
+
+
+class Tracker:
+    def __init__(self, cfg: TrackerConfig, labels: Sequence[str], alert_label: str, threshold: float):
+        labels = list(labels)
+        if alert_label not in labels:
+            raise ValueError(f"alert label {alert_label!r} is not one of the model's labels {labels}")
+        if len(labels) < 2:
+            raise ValueError(f"the tracker needs at least two labels, got {labels}")
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be within 0..1, got {threshold!r}")
+        self.cfg = cfg
+        self.labels = labels
+        self.alert_label = alert_label
+        self.other_labels = [lb for lb in labels if lb != alert_label]
+        self.threshold = float(threshold)
+        self.counts: dict[str, int] = dict.fromkeys(labels, 0)
+        self.dropped_faces = 0  # faces ignored because max_tracks tracks were active
+        self.reopened = 0  # tracks merged back into a recently ended person (cooldown)
+        self._tracks: list[_Track] = []
+        self._ended: list[_Track] = []  # confirmed tracks that ended less than cooldown_s ago
+        self._next_id = 1
+
+    @property
+    def tracks(self) -> list[TrackState]:
+        return [
+            TrackState(t.id, tuple(float(v) for v in t.box), t.score, t.label, t.hits, t.start_time,
+                       t.last_seen, t.top_score)
+            for t in self._tracks
+        ]
+
+    def update(
+        self,
+        boxes: np.ndarray,
+        alert_scores: np.ndarray,
+        now: float,
+        other_labels: Sequence[str] | None = None,
+    ) -> list[TrackEvent]:
+        """Feed one frame's faces; returns the events this frame caused.
+
+        ``boxes`` (N,4) x0,y0,x1,y1; ``alert_scores`` (N,) P(alert label) per face;
+        ``other_labels`` (N,) optionally the most likely non-alert label of each face (models
+        with three labels); by default the first non-alert label is used.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        scores = np.asarray(alert_scores, dtype=np.float64).reshape(-1)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must have shape (N, 4), got {boxes.shape}")
+        if len(scores) != len(boxes):
+            raise ValueError(f"got {len(boxes)} boxes but {len(scores)} scores")
+        if not np.all(np.isfinite(scores)) or not np.all(np.isfinite(boxes)):
+            raise ValueError("boxes and scores must be finite numbers")
+        if other_labels is not None:
+            other_labels = list(other_labels)
+            if len(other_labels) != len(boxes):
+                raise ValueError(f"got {len(boxes)} boxes but {len(other_labels)} other_labels")
+            unknown = set(other_labels) - set(self.other_labels)
+            if unknown:
+                raise ValueError(f"other_labels holds {sorted(unknown)}, not non-alert labels {self.other_labels}")
+
+        events = self._expire(now)
+        # Compare each face with where the track was AND where its motion says it is now (a
+        # person walking on while the detector missed them a few frames); the better one counts.
+        last = np.array([t.box for t in self._tracks]).reshape(-1, 4)
+        shift = np.array([t.velocity * (now - t.last_seen) for t in self._tracks]).reshape(-1, 2)
+        predicted = last + np.tile(shift, 2)
+        iou = np.maximum(iou_matrix(last, boxes), iou_matrix(predicted, boxes))
+        dist = np.minimum(centre_distance_matrix(last, boxes), centre_distance_matrix(predicted, boxes))
+        pairs = greedy_match(iou, dist, self.cfg.iou_threshold)
+        matched = {c for _, c in pairs}
+        w = self.cfg.smoothing
+        touched: list[tuple[_Track, int]] = []
+        for r, c in pairs:
+            t = self._tracks[r]
+            dt = now - t.last_seen
+            if dt > 0:
+                v = (_centre(boxes[c]) - _centre(t.box)) / dt
+                t.velocity = v if t.hits == 1 else VELOCITY_SMOOTHING * v + (1 - VELOCITY_SMOOTHING) * t.velocity
+            t.box = boxes[c].copy()
+            t.score = w * float(scores[c]) + (1 - w) * t.score
+            t.hits += 1
+            t.last_seen = now
+            touched.append((t, c))
+        for c in range(len(boxes)):
+            if c not in matched:
+                t = self._start_track(boxes[c], float(scores[c]), now)
+                if t is not None:
+                    touched.append((t, c))
+        for t, c in touched:
+            t.top_score = max(t.top_score, t.score)
+            if other_labels is not None:
+                t.other_votes[other_labels[c]] += 1
+            ev = self._decide(t, now)
+            if ev is not None:
+                events.append(ev)
+        return events
+
+    def expire(self, now: float) -> list[TrackEvent]:
+        """End tracks not seen for ``timeout_s`` (same as an update without faces)."""
+        return self.update(np.zeros((0, 4)), np.zeros(0), now)
+
+    def flush(self, now: float) -> list[TrackEvent]:
+        """End every confirmed track (clean shutdown); tentative ones vanish."""
+        events = [self._event("end", t, now, end_time=t.last_seen) for t in self._tracks if t.label is not None]
+        self._tracks.clear()
+        self._ended.clear()
+        return events
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _expire(self, now: float) -> list[TrackEvent]:
+        events: list[TrackEvent] = []
+        keep: list[_Track] = []
+        for t in self._tracks:
+            if now - t.last_seen > self.cfg.timeout_s:
+                if t.label is not None:
+                    events.append(self._event("end", t, now, end_time=t.last_seen))
+                    self._ended.append(t)
+            else:
+                keep.append(t)
+        self._tracks = keep
+        self._ended = [t for t in self._ended if now - t.last_seen <= self.cfg.cooldown_s]
+        del self._ended[: max(0, len(self._ended) - self.cfg.max_tracks)]
+        return events
+
+    def _start_track(self, box: np.ndarray, score: float, now: float) -> _Track | None:
+        if len(self._tracks) >= self.cfg.max_tracks:
+            # Evict the stalest tentative track, never one seen in this very frame.
+            tentative = [t for t in self._tracks if t.label is None and t.last_seen < now]
+            if not tentative:
+                self.dropped_faces += 1
+                return None
+            self._tracks.remove(min(tentative, key=lambda t: t.last_seen))
+        t = _Track(self._next_id, box.copy(), box.copy(), score, 1, now, now, score)
+        self._next_id += 1
+        self._tracks.append(t)
+        return t
+
+    def _other_label(self, t: _Track) -> str:
+        if t.other_votes:
+            return t.other_votes.most_common(1)[0][0]
+        return self.other_labels[0]
+
+    def _decide(self, t: _Track, now: float) -> TrackEvent | None:
+        if t.label is None:
+            if t.hits < self.cfg.evidence_frames:
+                return None
+            t.label = self.alert_label if t.score >= self.threshold else self._other_label(t)
+            if self._reopen(t):
+                return None
+            self.counts[t.label] = self.counts.get(t.label, 0) + 1
+            return self._event("new", t, now)
+        h = self.cfg.hysteresis
+        if t.label == self.alert_label:
+            if t.score < self.threshold - h:
+                t.label = self._other_label(t)
+                return self._event("update", t, now)
+        elif t.score >= self.threshold + h:
+            t.label = self.alert_label
+            return self._event("update", t, now)
+        elif t.label != self._other_label(t):  # three labels: the non-alert label changed
+            t.label = self._other_label(t)
+            return self._event("update", t, now)
+        return None
+
+    def _reopen(self, t: _Track) -> bool:
+        """Merge a just-confirmed track into a person who ended nearby within cooldown_s."""
+        best, best_near = None, -np.inf
+        for old in self._ended:
+            if old.label != t.label or not 0 <= t.start_time - old.last_seen <= self.cfg.cooldown_s:
+                continue
+            near = _near(old.box, t.first_box, self.cfg.iou_threshold)
+            if near > best_near:
+                best, best_near = old, near
+        if best is None:
+            return False
+        self._ended.remove(best)
+        t.id = best.id
+        t.start_time = best.start_time
+        t.top_score = max(t.top_score, best.top_score)
+        self.reopened += 1
+        return True
+
+    @staticmethod
+    def _event(kind: str, t: _Track, now: float, end_time: float | None = None) -> TrackEvent:
+        box = tuple(int(round(v)) for v in t.box)
+        return TrackEvent(kind, t.id, t.label or "", t.score, t.top_score, box, now, t.start_time, end_time)

@@ -1,0 +1,312 @@
+"""The daemon's TOML config: every field validated, errors name the field, secrets kept out of files."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from device.comms.mqtt import MqttConfig
+from device.config import (
+    CameraConfig,
+    ClassifierConfig,
+    ConfigError,
+    DaemonConfig,
+    DetectorConfig,
+    SnapshotConfig,
+    TrackerConfig,
+    UncertainConfig,
+    config_from_dict,
+    config_to_dict,
+    default_device_id,
+    load_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "systemd" / "config.example.toml"
+
+SECTIONS = {
+    "camera": CameraConfig,
+    "detector": DetectorConfig,
+    "classifier": ClassifierConfig,
+    "tracker": TrackerConfig,
+    "mqtt": MqttConfig,
+    "snapshot": SnapshotConfig,
+    "uncertain": UncertainConfig,
+}
+TOP_LEVEL = ["device_id", "device_name", "state_dir", "state_interval_s"]
+MQTT_EXTRA = ["password_file"]  # accepted in [mqtt], not an MqttConfig field
+
+
+def all_fields() -> list[str]:
+    names = list(TOP_LEVEL)
+    for section, cls in SECTIONS.items():
+        names += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return names + [f"mqtt.{k}" for k in MQTT_EXTRA]
+
+
+# Wrong types and out-of-range values for EVERY field. A new field without a case here fails
+# test_every_field_has_bad_value_cases: add its cases.
+BAD: dict[str, list] = {
+    "device_id": ["has space", "a/b", "x#", "", 5],
+    "device_name": ["", 3],
+    "state_dir": [3, ""],
+    "state_interval_s": [0, -1, "5", True],
+    "camera.source": ["usb", 1],
+    "camera.device": ["", 3],
+    "camera.path": [3, ["a"]],
+    "camera.width": [0, 15, 9000, 640.0, "640", True],
+    "camera.height": [0, 8193, "480"],
+    "camera.fps": [0, -1, 241, "x", True, float("nan")],
+    "camera.loop": ["yes", 1],
+    "camera.realtime": ["yes", 1, "Auto"],
+    "camera.reopen_min_s": [0, -0.5, "1"],
+    "camera.reopen_max_s": [0, 4000],
+    "camera.stall_timeout_s": [0, "5"],
+    "camera.open_timeout_s": [0, "x"],
+    "camera.swap_rb": ["no", 0],
+    "detector.kind": ["long", 1],
+    "detector.model_path": [3, ""],
+    "detector.score_threshold": [1.5, -0.1, "x", True],
+    "detector.min_face": [-1, 2.5, "24"],
+    "detector.ignore_regions": ["x", [[0, 0, 10]], [[10, 0, 5, 10]], [[0, 0, 1.5, 2]], [[-1, 0, 5, 5]], [5]],
+    "detector.num_threads": [0, 1.5, 65],
+    "classifier.model_path": [3, ""],
+    "classifier.num_threads": [0, "2"],
+    "classifier.threshold": [2, -1, "high"],
+    "tracker.iou_threshold": [0, 1.5, "0.3"],
+    "tracker.evidence_frames": [0, 2.5],
+    "tracker.smoothing": [0, 1.1],
+    "tracker.hysteresis": [0.5, -0.1],
+    "tracker.cooldown_s": [-1, "10"],
+    "tracker.timeout_s": [0, -1],
+    "tracker.max_tracks": [0, 3.0],
+    "mqtt.host": ["", 1],
+    "mqtt.port": [0, 70000, "1883", 1883.0],
+    "mqtt.client_id": [5, ""],
+    "mqtt.username": [5, ""],
+    "mqtt.password": [5, True],
+    "mqtt.password_file": [5, "no-such-password-file"],
+    "mqtt.keepalive": [0, "30"],
+    "mqtt.tls": ["true", 1],
+    "mqtt.ca_file": [5, "no-such-ca.crt"],
+    "mqtt.cert_file": [5, "no-such-client.crt"],
+    "mqtt.key_file": [5, "no-such-client.key"],
+    "mqtt.tls_insecure": [1],
+    "mqtt.topic_prefix": ["a/#", "site/+/x", "", "a//b", 5],
+    "mqtt.discovery": ["yes"],
+    "mqtt.discovery_prefix": ["ha/+", "", 3],
+    "mqtt.queue_max": [0, 1.5],
+    "mqtt.reconnect_min_s": [0, "1"],
+    "mqtt.reconnect_max_s": [0, -1],
+    "mqtt.outbox_sync_s": [-1, "1"],
+    "mqtt.max_inflight": [0, 2.5],
+    "snapshot.enabled": [1],
+    "snapshot.blur_faces": ["x"],
+    "snapshot.jpeg_quality": [0, 101, 80.0],
+    "uncertain.enabled": ["x"],
+    "uncertain.low": [-0.1, 1.1],
+    "uncertain.high": [1.5, "0.7"],
+    "uncertain.max_files": [-1, 1.5],
+    "uncertain.min_interval_s": [-1],
+}
+
+
+def nest(name: str, value) -> dict:
+    if "." not in name:
+        return {name: value}
+    section, key = name.split(".", 1)
+    return {section: {key: value}}
+
+
+def test_every_field_has_bad_value_cases():
+    assert sorted(BAD) == sorted(all_fields())
+
+
+@pytest.mark.parametrize(("name", "value"), [(n, v) for n, vs in BAD.items() for v in vs],
+                         ids=lambda x: repr(x)[:30])
+def test_a_wrong_value_is_an_error_naming_its_field(name, value, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(nest(name, value), env={}, base_dir=tmp_path)
+    assert info.value.field == name
+    assert str(info.value).startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("name", [n for n in all_fields() if n != "mqtt.password_file"])
+def test_a_wrong_value_in_a_file_names_the_file_and_the_field(name, tmp_path):
+    value = BAD[name][0]
+    section, _, key = name.rpartition(".")
+    text = f"[{section}]\n" if section else ""
+    text += f"{key} = {toml_value(value)}\n"
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.field == name
+    assert str(path) in str(info.value) and f"{name}: " in str(info.value)
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v != v:
+        return "nan"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def test_messages_say_what_is_allowed():
+    with pytest.raises(ConfigError, match=re.escape("camera.fps: must be a number > 0 and <= 240, got 'x'")):
+        config_from_dict({"camera": {"fps": "x"}}, env={})
+    with pytest.raises(ConfigError, match="'picamera', 'opencv', 'images'"):
+        config_from_dict({"camera": {"source": "usb"}}, env={})
+    with pytest.raises(ConfigError, match=r"integer in 1\.\.65535"):
+        config_from_dict({"mqtt": {"port": True}}, env={})
+
+
+def test_the_example_config_is_valid_and_documents_every_field():
+    cfg = load_config(EXAMPLE, env={})
+    assert cfg == dataclasses.replace(config_from_dict({}, env={}), device_id=cfg.device_id)  # the defaults
+    text = EXAMPLE.read_text()
+    for name in all_fields():
+        key = name.rpartition(".")[2]
+        assert re.search(rf"^#? ?{key} = ", text, re.M), f"{name} is not in {EXAMPLE.name}"
+        # ... in a paragraph (lines without a blank one between) that has a prose comment
+        before = text[: re.search(rf"^#? ?{key} = ", text, re.M).start()].rstrip("\n")
+        paragraph = before.split("\n\n")[-1].split("\n")
+        prose = [line.startswith("# ") and not re.match(r"# ?\w+ = ", line) for line in paragraph]
+        assert any(prose), f"{name} lacks a comment"
+
+
+def test_defaults_match_the_contract():
+    cfg = config_from_dict({}, env={})
+    assert isinstance(cfg, DaemonConfig)
+    assert (cfg.camera.source, cfg.camera.width, cfg.camera.height, cfg.camera.fps) == ("picamera", 640, 480, 15.0)
+    assert cfg.camera.realtime is None and cfg.detector.ignore_regions == []
+    assert cfg.mqtt == MqttConfig()
+    assert cfg.tracker == TrackerConfig() and cfg.uncertain == UncertainConfig()
+    assert cfg.state_dir == Path("/var/lib/maskwatch")
+    assert re.fullmatch(r"[a-z0-9_-]{1,64}", cfg.device_id)
+
+
+def test_values_are_converted_and_auto_means_unset():
+    cfg = config_from_dict({
+        "camera": {"fps": 10, "realtime": "auto", "source": "images", "path": "/x/*.jpg"},
+        "detector": {"score_threshold": "auto", "ignore_regions": [[0, 0, 10, 20]]},
+        "classifier": {"threshold": 0.4},
+    }, env={})
+    assert cfg.camera.fps == 10.0 and isinstance(cfg.camera.fps, float)  # int accepted for float
+    assert cfg.camera.realtime is None and cfg.detector.score_threshold is None
+    assert cfg.detector.ignore_regions == [(0, 0, 10, 20)]
+    assert cfg.classifier.threshold == 0.4
+
+
+def test_unknown_keys_get_a_did_you_mean_hint():
+    with pytest.raises(ConfigError, match="did you mean 'fps'") as info:
+        config_from_dict({"camera": {"fsp": 10}}, env={})
+    assert info.value.field == "camera.fsp"
+    with pytest.raises(ConfigError, match="did you mean 'camera'") as info:
+        config_from_dict({"camra": {"fps": 10}}, env={})
+    assert info.value.field == "camra"
+    with pytest.raises(ConfigError, match=r"belongs in the \[camera\] section"):
+        config_from_dict({"fps": 10}, env={})
+    with pytest.raises(ConfigError, match="must be a table"):
+        config_from_dict({"camera": 5}, env={})
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"camera": {"reopen_min_s": 10, "reopen_max_s": 5}}, "camera.reopen_max_s"),
+    ({"camera": {"source": "images"}}, "camera.path"),
+    ({"camera": {"source": "picamera", "device": "rtsp://x"}}, "camera.device"),
+    ({"uncertain": {"low": 0.6, "high": 0.6}}, "uncertain.high"),
+    ({"mqtt": {"reconnect_min_s": 10, "reconnect_max_s": 5}}, "mqtt.reconnect_max_s"),
+    ({"mqtt": {"topic_prefix": "site//{device_id}"}}, "mqtt.topic_prefix"),
+])
+def test_fields_that_depend_on_each_other(data, field):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, env={})
+    assert info.value.field == field
+
+
+def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "ca.crt").write_text("x")
+    (folder / "config.toml").write_text(
+        'state_dir = "state"\n'
+        '[camera]\nsource = "opencv"\ndevice = "clips/door.mp4"\n'
+        '[detector]\nmodel_path = "models/det.tflite"\n'
+        '[classifier]\nmodel_path = "models/cls.tflite"\n'
+        '[mqtt]\nca_file = "ca.crt"\ntls = true\n'
+    )
+    cfg = load_config(folder / "config.toml", env={})
+    assert cfg.state_dir == folder / "state"
+    assert cfg.camera.device == str(folder / "clips" / "door.mp4")
+    assert cfg.detector.model_path == str(folder / "models" / "det.tflite")
+    assert cfg.classifier.model_path == str(folder / "models" / "cls.tflite")
+    assert cfg.mqtt.ca_file == str(folder / "ca.crt")
+    # camera indices and URLs are not paths
+    for device in ("0", "rtsp://cam/stream"):
+        assert config_from_dict({"camera": {"source": "opencv", "device": device}}, env={},
+                                base_dir=folder).camera.device == device
+    images = config_from_dict({"camera": {"source": "images", "path": "replay/*.jpg"}}, env={}, base_dir=folder)
+    assert images.camera.path == str(folder / "replay" / "*.jpg")
+
+
+def test_password_file_env_and_inline_password(tmp_path, caplog):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("  s3cret \n")
+    base = {"mqtt": {"username": "door", "password_file": "mqtt-password"}}
+    assert config_from_dict(base, env={}, base_dir=tmp_path).mqtt.password == "s3cret"
+    env = {"MASKWATCH_MQTT_PASSWORD": "from-env"}
+    assert config_from_dict(base, env=env, base_dir=tmp_path).mqtt.password == "from-env"  # env wins
+    with caplog.at_level(logging.WARNING, logger="device.config"):
+        cfg = config_from_dict({"mqtt": {"password": "inline"}}, env={})
+    assert cfg.mqtt.password == "inline"
+    assert any("plain text" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match="not both") as info:
+        config_from_dict({"mqtt": {"password": "x", "password_file": str(secret)}}, env={})
+    assert info.value.field == "mqtt.password"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty") as info:
+        config_from_dict({"mqtt": {"password_file": str(tmp_path / "empty")}}, env={})
+    assert info.value.field == "mqtt.password_file"
+    assert config_to_dict(cfg)["mqtt"]["password"] == "***"
+    assert "inline" not in repr(config_to_dict(cfg))
+
+
+def test_environment_overrides_host_port_username():
+    env = {"MASKWATCH_MQTT_HOST": "broker.lan", "MASKWATCH_MQTT_PORT": "8883", "MASKWATCH_MQTT_USERNAME": "u"}
+    m = config_from_dict({"mqtt": {"host": "localhost", "port": 1883}}, env=env).mqtt
+    assert (m.host, m.port, m.username) == ("broker.lan", 8883, "u")
+    assert config_from_dict({}, env={"MASKWATCH_MQTT_HOST": ""}).mqtt.host == "localhost"  # empty = unset
+    with pytest.raises(ConfigError, match=r"MASKWATCH_MQTT_PORT.*got 'http'") as info:
+        config_from_dict({}, env={"MASKWATCH_MQTT_PORT": "http"})
+    assert info.value.field == "mqtt.port"
+
+
+def test_file_level_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.toml"):
+        load_config(tmp_path / "missing.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera\nfps = 3\n")
+    with pytest.raises(ConfigError, match="invalid TOML") as info:
+        load_config(bad, env={})
+    assert str(bad) in str(info.value)
+
+
+@pytest.mark.parametrize(("hostname", "expected"), [
+    ("raspberrypi", "raspberrypi"),
+    ("Pi Entrance.local", "pi-entrance"),
+    ("door#1+2", "door-1-2"),
+    ("", "maskwatch"),
+    ("x" * 80, "x" * 64),
+])
+def test_default_device_id_is_topic_safe(hostname, expected):
+    assert default_device_id(hostname) == expected
