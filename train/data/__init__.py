@@ -1,0 +1,1 @@
+"""Dataset import, cleaning, splitting and synthesis."""
