@@ -1,1 +1,9 @@
-"""Face detectors (BlazeFace via LiteRT, optional YuNet via OpenCV)."""
+"""Face detectors (BlazeFace via LiteRT, optional YuNet via OpenCV).
+
+Only the light interface is imported here; a detector's module (and its OpenCV / LiteRT
+imports) loads when :func:`make_detector` builds one.
+"""
+
+from device.detectors.base import KEYPOINT_NAMES, KINDS, Face, FaceDetector, make_detector
+
+__all__ = ["KEYPOINT_NAMES", "KINDS", "Face", "FaceDetector", "make_detector"]
