@@ -99,3 +99,19 @@ def test_bad_fractions_and_missing_manifest_are_clear_errors(tmp_path, capsys):
         assign_splits(_rows({"a": ("with_mask", 1)}), val=0.6, test=0.5)
     assert cli.main(["data", "split", str(tmp_path)]) == 2
     assert "manifest.csv not found" in capsys.readouterr().err
+
+
+def test_faces_of_one_scene_share_a_split():
+    from train.data.manifest import Row
+    from train.data.split import assign_splits
+
+    rows = []
+    for scene in range(40):
+        for k in range(3):  # three different people in one photo: three groups
+            label = "with_mask" if (scene + k) % 2 else "without_mask"
+            rows.append(Row(f"{label}/s{scene}_{k}.jpg", label, f"voc/s{scene}.jpg#box{k}", f"{scene}{k}",
+                            "0" * 16, f"g{scene}_{k}", 50, 50))
+    assignment = assign_splits(rows, 0.2, 0.2, seed=1)
+    for scene in range(40):
+        assert len({assignment[f"g{scene}_{k}"] for k in range(3)}) == 1
+    assert set(assignment.values()) == {"train", "val", "test"}

@@ -7,6 +7,10 @@ each into the split furthest below its target size, so per-label proportions com
 to the requested fractions as whole groups allow. A group whose rows carry several labels (a
 conflict) is placed with its most common label. Group ids are sorted before the shuffle, so the
 result depends on the seed and the data only, not on the manifest's row order.
+
+Faces cropped from one scene photo (PASCAL VOC: ``scene.jpg#box<N>``) are different people but
+share the scene's light, camera and background; they are kept in one split too, so a test face
+never has a sibling from the same photo in train.
 """
 
 from __future__ import annotations
@@ -16,17 +20,42 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from train.data.dedup import UnionFind
 from train.data.manifest import SPLITS, Row, read_manifest, write_manifest
 
 
+def scene_of(source: str) -> str | None:
+    """The scene photo a face crop came from (``a.jpg#box3`` -> ``a.jpg``), None for whole images."""
+    head, sep, _ = source.rpartition("#box")
+    return head if sep else None
+
+
+def _units(rows: list[Row]) -> dict[str, str]:
+    """Group id -> unit id, where a unit joins the groups that share a scene photo."""
+    gids = sorted({r.group for r in rows})
+    index = {g: i for i, g in enumerate(gids)}
+    uf = UnionFind(len(gids))
+    first: dict[str, int] = {}
+    for r in rows:
+        scene = scene_of(r.source)
+        if scene is None:
+            continue
+        if scene in first:
+            uf.union(first[scene], index[r.group])
+        else:
+            first[scene] = index[r.group]
+    return {g: gids[uf.find(index[g])] for g in gids}
+
+
 def assign_splits(rows: list[Row], val: float = 0.15, test: float = 0.15, seed: int = 0) -> dict[str, str]:
-    """Split name for every group id of ``rows``."""
+    """Split name for every group id of ``rows`` (groups of one scene photo get the same split)."""
     _check_fractions(val, test)
     fractions = {"train": 1.0 - val - test, "val": val, "test": test}
     active = [s for s in SPLITS if fractions[s] > 0]
+    unit_of = _units(rows)
     members: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
-        members[r.group].append(r)
+        members[unit_of[r.group]].append(r)
     by_label: dict[str, list[str]] = defaultdict(list)
     for gid in sorted(members):
         counts = Counter(r.label for r in members[gid])
@@ -45,7 +74,7 @@ def assign_splits(rows: list[Row], val: float = 0.15, test: float = 0.15, seed: 
             split = max(active, key=lambda s: fractions[s] * total - have[s])  # ties: SPLITS order
             assignment[gid] = split
             have[split] += len(members[gid])
-    return assignment
+    return {g: assignment[u] for g, u in unit_of.items()}
 
 
 def _check_fractions(val: float, test: float) -> None:
