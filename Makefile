@@ -15,8 +15,16 @@ export KERAS_HOME ?= $(KERAS_CACHE)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
+# A second, device-only environment like Raspberry Pi OS Bookworm: numpy 1.24 (what its
+# picamera2 needs), no TensorFlow. The device tests must pass there too.
+PI_VENV  ?= .venv-pi
+PI_STAMP := $(PI_VENV)/.maskwatch-installed
+WORKSTATION_TESTS := $(wildcard tests/test_data_*.py tests/test_train*.py tests/test_evaluate*.py \
+                       tests/test_predict*.py tests/test_model*.py tests/test_convert*.py \
+                       tests/test_masks*.py tests/test_synth*.py tests/test_demo*.py tests/test_readme*.py)
+DEVICE_TESTS := $(filter-out $(WORKSTATION_TESTS),$(wildcard tests/test_*.py))
 
-.PHONY: setup install-device test lint demo bench bench-train bench-device clean help
+.PHONY: setup setup-pi install-device test test-workstation test-pi lint demo bench bench-train bench-device clean help
 
 help:
 	@echo "make demo    - build sample data, train, convert, benchmark, run the daemon (offline)"
@@ -41,8 +49,23 @@ $(MODELS) &: $(STAMP)
 install-device:
 	sudo systemd/install.sh
 
-test: setup
+test: test-workstation test-pi
+
+test-workstation: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup-pi: $(PI_STAMP)
+
+$(PI_STAMP): pyproject.toml
+	test -x $(PI_VENV)/bin/python || $(PYTHON) -m venv $(PI_VENV)
+	$(PI_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PI_VENV)/bin/python -m pip install -q 'numpy==1.24.*' -e '.[device]' pytest jsonschema
+	touch $@
+
+# Runs after the workstation tests, which leave the TensorFlow-built test models in .cache/.
+test-pi: setup-pi $(MODELS)
+	$(PI_VENV)/bin/python -c "import numpy, sys; assert numpy.__version__.startswith('1.'), numpy.__version__; assert 'tensorflow' not in sys.modules"
+	$(PI_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(DEVICE_TESTS)
 
 lint: setup
 	$(BIN)/ruff check device train convert tests
@@ -60,4 +83,4 @@ bench-device: setup
 	$(BIN)/python -m device.benchmark
 
 clean:
-	rm -rf runs bench demo-out .pytest_cache .ruff_cache
+	rm -rf runs bench demo-out .pytest_cache .ruff_cache .cache

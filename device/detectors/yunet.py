@@ -70,8 +70,11 @@ class YuNetDetector:
         self._size = (320, 320)
         # OpenCV 5 warns on every create that its new DNN engine ignores the (default) target;
         # that line is noise for us, so warnings are muted for the call and restored after.
-        level = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
+        # OpenCV 4.x wheels (what pip picks beside numpy 1.x, as on a Pi) have no cv2.utils.logging.
+        logging_api = getattr(cv2.utils, "logging", None)
+        level = logging_api.getLogLevel() if logging_api else None
+        if logging_api:
+            logging_api.setLogLevel(min(level, logging_api.LOG_LEVEL_ERROR))
         try:
             self._yn = cv2.FaceDetectorYN.create(str(self.model_path), "", self._size,
                                                  self.score_threshold, float(nms_threshold), int(top_k))
@@ -79,7 +82,8 @@ class YuNetDetector:
             msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             raise ValueError(f"{self.model_path}: OpenCV cannot load this YuNet model ({msg})") from None
         finally:
-            cv2.utils.logging.setLogLevel(level)
+            if logging_api:
+                logging_api.setLogLevel(level)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         check_frame(rgb)
