@@ -1,0 +1,431 @@
+"""``make bench-device`` (``python -m device.benchmark``): the daemon's cost per frame.
+
+What it measures, on 640x480 frames with two real faces (unmasked faces from
+``../shared/datasets/faces-classify`` pasted onto a plain background, moving a little from
+frame to frame so the tracker follows two people):
+
+* end to end through the daemon's own loop (:class:`device.daemon.Daemon`), frames handed over
+  in memory by the real :class:`~device.camera.capture.LatestFrameGrabber` (no file decoding,
+  as with a camera), BlazeFace short range and the int8 classifier on 2 threads each, the
+  tracker, and events published through the real outbox to a local Mosquitto when one is
+  installed: median and p95 ms per frame, with the median and p95 of every stage;
+* the short- vs full-range detector alone on the same frame;
+* the resident memory of a real ``maskwatch-device run`` process after a few seconds of work;
+* how long importing the daemon's modules takes in a fresh interpreter, and that TensorFlow
+  and Keras are not among the loaded modules.
+
+The classifier is the default trained int8 model when ``runs/default/`` or ``models/`` has one,
+else the random-weight tiny model of the tests (built once with TensorFlow into ``.cache``);
+the output says which. Results go to ``bench/device/bench.json`` and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("maskwatch.benchmark")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MASKWATCH_SHARED", ROOT.parent / "shared"))
+OUT = ROOT / "bench" / "device" / "bench.json"
+TINY = ROOT / ".cache" / "test-assets" / "tiny_int8.tflite"
+FACE_FILES = ("0_0_aidai_0014.jpg", "0_0_anhu_0004.jpg")
+TARGETS = {"median_ms": 5.0, "p95_ms": 8.0, "rss_mb": 200.0, "import_s": 1.0}
+STAGES = ("capture", "detect", "classify", "track", "publish", "monitor")
+#: What the daemon imports at run time (the interpreter included).
+DAEMON_IMPORTS = (
+    "device.daemon", "device.check", "device.config", "device.pipeline", "device.classifier", "device.runtime",
+    "device.detectors.base", "device.detectors.blazeface", "device.camera.capture", "device.camera.tracker",
+    "device.comms.mqtt", "device.comms.events", "device.health", "device.monitor", "device.state",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def two_face_frames(shared: Path, n: int = 60) -> list[np.ndarray]:
+    """``n`` 640x480 frames, two real faces drifting slowly right and left."""
+    import cv2
+
+    folder = shared / "datasets" / "faces-classify" / "without_mask"
+    faces = [read_rgb(folder / name) for name in FACE_FILES]
+    ramp = np.linspace(70, 120, 640, dtype=np.float32)[None, :, None]
+    bg = np.clip(np.broadcast_to(ramp, (480, 640, 3)) + np.random.default_rng(1).normal(0, 3, (480, 640, 3)),
+                 0, 255).astype(np.uint8)
+    placed = [(faces[0], 60, 120, 200, 1), (faces[1], 370, 140, 190, -1)]
+    frames = []
+    for i in range(n):
+        f = bg.copy()
+        for img, x, y, w, direction in placed:
+            h = int(round(img.shape[0] * w / img.shape[1]))
+            x = x + direction * (i % 20)
+            f[y:y + h, x:x + w] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        frames.append(f)
+    return frames
+
+
+class MemorySource:
+    """A camera stand-in that hands out frames already in memory (no decoding, like picamera2)."""
+
+    live = False
+
+    def __init__(self, frames: list[np.ndarray], count: int):
+        self.name = "memory"
+        self.frames = frames
+        self.count = count
+        self._i = 0
+
+    def open(self) -> None:
+        self._i = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._i >= self.count:
+            return None
+        frame = self.frames[self._i % len(self.frames)]
+        self._i += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def find_classifier(explicit: Path | None) -> tuple[Path, str]:
+    """(model path, what it is): --model, a trained default int8 model, or the tiny test model."""
+    if explicit is not None:
+        return explicit, "given with --model"
+    candidates = sorted((ROOT / "runs" / "default").glob("**/*int8*.tflite")) + sorted(
+        p for p in (ROOT / "models").glob("*int8*.tflite"))
+    for p in candidates:
+        if p.with_suffix(".json").exists():
+            return p, "trained default model"
+    if not (TINY.exists() and TINY.with_suffix(".json").exists()):
+        log.info("no trained int8 model in runs/default/ or models/: building the tiny test model")
+        r = subprocess.run([sys.executable, "-m", "tests.daemon_helpers", "tiny-model", str(TINY)], cwd=ROOT,
+                           capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if r.returncode != 0:
+            raise RuntimeError("no classifier model: pass --model FILE.tflite (building the tiny test model "
+                               f"needs TensorFlow): {r.stderr.strip()[-500:]}")
+    return TINY, "tiny test model (random weights, 64x64 input): NOT the trained model's cost"
+
+
+# --------------------------------------------------------------------------------------------
+# A local broker
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen | None, int, str]:
+    exe = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+    port = free_port()
+    if exe is None:
+        return None, port, "none (mosquitto not installed: events stay in the outbox)"
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, port, f"mosquitto on 127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    return None, port, "none (mosquitto did not start)"
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+
+
+def summary(values_ms: list[float] | np.ndarray) -> dict[str, float]:
+    v = np.asarray(values_ms, dtype=np.float64)
+    return {"median_ms": round(float(np.median(v)), 3), "p95_ms": round(float(np.percentile(v, 95)), 3),
+            "mean_ms": round(float(v.mean()), 3), "n": int(v.size)}
+
+
+def daemon_config(state_dir: Path, model: Path, port: int, frames_path: Path, threads: int, **camera: Any) -> dict:
+    return {
+        "device_id": "bench", "state_dir": str(state_dir), "state_interval_s": 1.0,
+        "camera": {"source": "images", "path": str(frames_path), "realtime": False, **camera},
+        "detector": {"kind": "short", "num_threads": threads},
+        "classifier": {"model_path": str(model), "num_threads": threads},
+        "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 0.5, "reconnect_max_s": 2.0},
+    }
+
+
+def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
+                     threads: int) -> dict:
+    """The daemon loop on ``n`` in-memory frames; per-frame stage times after ``warmup`` frames."""
+    from device.camera.capture import LatestFrameGrabber
+    from device.check import load_components
+    from device.config import config_from_dict
+    from device.daemon import Daemon
+
+    cfg = config_from_dict(daemon_config(workdir / "state", model, port, workdir, threads), env={})
+    parts = load_components(cfg)
+    daemon = Daemon(cfg, parts, exit_on_end=True, record_timings=True,
+                    grabber_factory=lambda cam: LatestFrameGrabber(cam, source_factory=lambda: MemorySource(
+                        frames, n + warmup)))
+    # Give the broker connection a moment so events are published, not just queued.
+    t0 = time.perf_counter()
+    rc = daemon.run()
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"daemon loop exited with {rc}")
+    rows = daemon.timings[warmup:] if daemon.timings else []
+    totals = [sum(r.values()) for r in rows]
+    out = {"frames": len(rows), "total": summary(totals), "stages": {}, "wall_s": round(wall, 2),
+           "events": daemon.state.events_total, "mqtt": daemon.publisher.status if daemon.publisher else None}
+    for stage in STAGES:
+        vals = [r.get(stage, 0.0) for r in rows]
+        out["stages"][stage] = summary(vals)
+    return out
+
+
+def bench_detectors(frame: np.ndarray, threads: int, runs: int) -> dict:
+    from device.detectors.base import make_detector
+
+    kinds = ("short", "full")
+    dets = {k: make_detector(k, num_threads=threads) for k in kinds}
+    faces = {k: len(d.detect(frame)) for k, d in dets.items()}
+    for _ in range(10):
+        for d in dets.values():
+            d.detect(frame)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(runs):  # interleaved: a busy moment of the machine slows both alike
+        for k, d in dets.items():
+            t = time.perf_counter()
+            d.detect(frame)
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: {**summary(times[k]), "faces": faces[k]} for k in kinds}
+
+
+def rss_of_running_daemon(frames: list[np.ndarray], model: Path, port: int, workdir: Path, seconds: float,
+                          threads: int) -> dict:
+    """Start ``maskwatch-device run`` on a looping folder of the frames, sample its VmRSS."""
+    import cv2
+
+    folder = workdir / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames[:30]):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    cfg = daemon_config(workdir / "rss-state", model, port, folder, threads, loop=True, realtime=True, fps=15.0)
+    from device.config import config_from_dict
+
+    config_from_dict(cfg, env={})  # fail here, not in the child
+    cfg_path = workdir / "rss.toml"
+    cfg_path.write_text(_toml(cfg))
+    log_path = workdir / "rss-daemon.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config", str(cfg_path)], cwd=ROOT,
+                                stdout=logf, stderr=subprocess.STDOUT)
+    samples = []
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and proc.poll() is None:
+            samples.append(_proc_status(proc.pid).get("VmRSS", 0))
+            time.sleep(0.25)
+        hwm = _proc_status(proc.pid).get("VmHWM", 0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    if proc.returncode not in (0, None) or not samples:
+        raise RuntimeError(f"the daemon for the memory test failed (exit {rc}):\n{log_path.read_text()[-2000:]}")
+    return {"rss_mb": round(samples[-1] / 1024, 1), "rss_max_mb": round(max(samples) / 1024, 1),
+            "peak_hwm_mb": round(hwm / 1024, 1), "seconds": seconds, "exit_code": rc}
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def _toml(data: dict) -> str:
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return json.dumps(str(v))
+
+    lines = [f"{k} = {val(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {val(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+IMPORT_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import device
+t1 = time.perf_counter()
+for name in {modules!r}:
+    __import__(name)
+from device.runtime import interpreter_class
+backend, _ = interpreter_class()
+t2 = time.perf_counter()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
+print(json.dumps({{"device_s": t1 - t0, "daemon_s": t2 - t0, "backend": backend, "heavy": heavy}}))
+"""
+
+
+def bench_imports(repeats: int = 5) -> dict:
+    """Fresh interpreters; the first run pays for a cold file cache, so the median is reported."""
+    runs = []
+    for _ in range(repeats):
+        r = subprocess.run([sys.executable, "-c", IMPORT_PROBE.format(modules=DAEMON_IMPORTS)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"import probe failed: {r.stderr.strip()[-1000:]}")
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return {
+        "import_device_s": round(float(np.median([x["device_s"] for x in runs])), 4),
+        "import_daemon_s": round(float(np.median([x["daemon_s"] for x in runs])), 3),
+        "import_daemon_max_s": round(max(x["daemon_s"] for x in runs), 3),
+        "interpreter": runs[0]["backend"],
+        "tensorflow_or_keras_modules": runs[0]["heavy"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def verdicts(result: dict) -> dict[str, dict]:
+    e2e = result["end_to_end"]["total"]
+    measured = {
+        "median_ms": e2e["median_ms"],
+        "p95_ms": e2e["p95_ms"],
+        "rss_mb": result["memory"]["rss_max_mb"],
+        "import_s": result["imports"]["import_daemon_s"],
+    }
+    return {k: {"value": measured[k], "target": TARGETS[k], "ok": measured[k] <= TARGETS[k]} for k in TARGETS}
+
+
+def table(result: dict) -> str:
+    e2e = result["end_to_end"]
+    lines = [
+        f"maskwatch device benchmark  ({result['machine']['cpu_count']} CPUs, {result['machine']['platform']})",
+        f"classifier: {result['classifier']['path']}  [{result['classifier']['what']}]",
+        f"broker: {result['broker']}   threads: {result['threads']}   frames: {e2e['frames']} (640x480, 2 faces)",
+        "",
+        f"{'stage':<12}{'median ms':>11}{'p95 ms':>9}",
+    ]
+    for stage, s in e2e["stages"].items():
+        lines.append(f"{stage:<12}{s['median_ms']:>11.3f}{s['p95_ms']:>9.3f}")
+    lines.append(f"{'per frame':<12}{e2e['total']['median_ms']:>11.3f}{e2e['total']['p95_ms']:>9.3f}")
+    lines += ["", f"{'detector':<12}{'median ms':>11}{'p95 ms':>9}{'faces':>7}"]
+    for kind, s in result["detectors"].items():
+        lines.append(f"{kind:<12}{s['median_ms']:>11.3f}{s['p95_ms']:>9.3f}{s['faces']:>7}")
+    mem, imp = result["memory"], result["imports"]
+    lines += [
+        "",
+        f"daemon RSS: {mem['rss_mb']} MB now, {mem['rss_max_mb']} MB max sampled, peak (VmHWM) {mem['peak_hwm_mb']} MB",
+        f"import device: {imp['import_device_s'] * 1000:.1f} ms; all daemon modules + {imp['interpreter']}: "
+        f"{imp['import_daemon_s']:.3f} s; TensorFlow/Keras modules loaded: {imp['tensorflow_or_keras_modules'] or 'none'}",
+        "",
+        "targets:",
+    ]
+    for k, v in result["verdicts"].items():
+        lines.append(f"  {k:<10} {v['value']:>8} <= {v['target']:<6} {'ok' if v['ok'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="int8 classifier (default: trained default, else tiny test model)")
+    parser.add_argument("--frames", type=int, default=300, help="frames measured end to end (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")
+    parser.add_argument("--rss-seconds", type=float, default=8.0, help="how long the memory run lasts")
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON output (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    for noisy in ("maskwatch.daemon", "device.comms.mqtt", "device.camera.capture"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not (SHARED / "datasets" / "faces-classify").is_dir():
+        print(f"skipped: the real faces in {SHARED}/datasets/faces-classify are absent (see ../shared/README.md)")
+        return 0
+    model, what = find_classifier(args.model)
+    frames = two_face_frames(SHARED)
+    with tempfile.TemporaryDirectory(prefix="maskwatch-bench-") as tmp:
+        work = Path(tmp)
+        broker, port, broker_text = start_mosquitto(work)
+        try:
+            log.info("imports in fresh interpreters")
+            imports = bench_imports()
+            log.info("detectors: short vs full range")
+            detectors = bench_detectors(frames[0], args.threads, runs=200)
+            log.info("end to end: %d frames through the daemon loop", args.frames)
+            e2e = bench_end_to_end(frames, model, port, work, n=args.frames, warmup=20, threads=args.threads)
+            log.info("memory of a running daemon (%.0f s)", args.rss_seconds)
+            memory = rss_of_running_daemon(frames, model, port, work, args.rss_seconds, args.threads)
+        finally:
+            if broker is not None:
+                broker.terminate()
+                broker.wait(5)
+    from device.classifier import MaskClassifier
+
+    card = MaskClassifier(model, num_threads=1).card
+    heavy_here = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+    result = {
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(), "numpy": np.__version__},
+        "classifier": {"path": str(model), "what": what, "name": card.name, "quantization": card.quantization,
+                       "input_size": card.input_size, "backbone": card.backbone},
+        "broker": broker_text, "threads": args.threads,
+        "end_to_end": e2e, "detectors": detectors, "memory": memory, "imports": imports,
+        "tensorflow_in_benchmark_process": heavy_here,
+    }
+    result["verdicts"] = verdicts(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

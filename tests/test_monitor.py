@@ -1,0 +1,244 @@
+"""The daemon's bookkeeping: the state payload (counters, midnight reset, latency medians,
+presence) and the monitor (uncertain crops for retraining, blurred snapshots, full disks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.camera.tracker import TrackEvent
+from device.monitor import Monitor, UncertainSaver, render_snapshot, uncertain_mask
+from device.state import DeviceState, LatencyWindow, PeopleCounter
+from tests.daemon_helpers import background, face_photos, paste, read_rgb
+
+LABELS = ("with_mask", "without_mask")
+
+
+def ev(kind: str, track: int, label: str) -> TrackEvent:
+    return TrackEvent(kind, track, label, 0.9, 0.9, (0, 0, 10, 10), 0.0, 0.0, 0.0 if kind == "end" else None)
+
+
+# --------------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------------
+
+
+def test_latency_window_reports_medians_per_stage_and_resets():
+    w = LatencyWindow()
+    for ms in (1.0, 2.0, 100.0):  # one slow frame does not move the median
+        w.add({"detect": ms, "classify": ms / 2})
+    med = w.medians()
+    assert med["detect"] == 2.0 and med["classify"] == 1.0
+    assert med["publish"] is None  # a stage without samples says so instead of 0
+    w.reset()
+    assert w.medians()["detect"] is None
+
+
+def test_people_counter_resets_today_at_local_midnight_only():
+    before = datetime(2025, 3, 1, 23, 59, 50).timestamp()  # local time, like the device
+    c = PeopleCounter(LABELS, before)
+    c.add("without_mask", before)
+    c.add("with_mask", before + 5)
+    assert c.today == {"with_mask": 1, "without_mask": 1}
+    after = before + 20  # 00:00:10 the next day
+    c.add("without_mask", after)
+    assert c.today == {"with_mask": 0, "without_mask": 1}
+    assert c.total == {"with_mask": 1, "without_mask": 2}
+    assert not c.roll(after + 3600)  # same day: nothing reset
+
+
+def test_state_payload_counts_people_once_and_tracks_presence():
+    t0 = datetime(2025, 3, 1, 12, 0, 0).timestamp()
+    s = DeviceState("pi-1", LABELS, "without_mask", start_wall=t0, start_mono=100.0)
+    s.on_events([ev("new", 1, "without_mask"), ev("new", 2, "with_mask")], t0)
+    s.on_events([ev("update", 1, "with_mask")], t0 + 1)  # a label flip is not a second person
+    s.on_events([ev("update", 2, "without_mask")], t0 + 1)
+    for i in range(10):
+        s.on_frame({"capture": 1.0, "detect": 3.0, "classify": 2.0, "track": 0.1, "publish": 0.2}, 2, t0 + i * 0.1)
+    p = s.payload(t0 + 2, 102.0, camera={"status": "ok"}, mqtt={"connected": True}, monitor={"errors": 0})
+    assert p["no_mask_present"] is True  # track 2 is now without a mask
+    assert p["with_mask_total"] == 1 and p["without_mask_total"] == 1
+    assert p["with_mask_today"] == 1 and p["without_mask_today"] == 1
+    assert p["fps"] == 5.0  # 10 frames in the 2 s since the window started
+    assert p["latency_ms"]["detect"] == 3.0 and p["people_present"] == 2
+    assert p["uptime_s"] == 2.0 and p["camera"]["status"] == "ok"
+    json.dumps(p)  # what goes on the wire
+    s.on_events([ev("end", 2, "without_mask")], t0 + 3)
+    s.next_window(103.0)
+    p2 = s.payload(t0 + 4, 104.0)
+    assert p2["no_mask_present"] is False and p2["people_present"] == 1
+    assert p2["latency_ms"]["detect"] is None and p2["fps"] == 0.0  # no frames in the new window
+    assert p2["without_mask_total"] == 1  # an end does not uncount
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertain crops
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def face_frame(shared):
+    frame = background(3)
+    face = face_photos(shared, 1)[0]
+    box = paste(frame, face, 200, 120, 180)
+    return frame, box
+
+
+def saver(root: Path, **kw) -> UncertainSaver:
+    opts = dict(low=0.3, high=0.7, max_files=3, min_interval_s=0.0, labels=LABELS, alert_label="without_mask",
+                margin=0.2, meta={"device_id": "pi-1"})
+    opts.update(kw)
+    return UncertainSaver(root, **opts)
+
+
+def test_uncertain_mask_bounds_are_inclusive():
+    np.testing.assert_array_equal(uncertain_mask(np.array([0.29, 0.3, 0.5, 0.7, 0.71]), 0.3, 0.7),
+                                  [False, True, True, True, False])
+
+
+def test_uncertain_crops_are_saved_with_sidecars_bounded_and_rate_limited(tmp_path, face_frame):
+    frame, box = face_frame
+    s = saver(tmp_path)
+    boxes = [box, (10, 10, 60, 60)]
+    probs = np.array([[0.45, 0.55], [0.95, 0.05]], np.float32)  # only the first face is uncertain
+    assert s.consider(frame, boxes, probs, probs[:, 1], now_wall=1000.0, now_mono=1.0) == 1
+    jpgs = sorted(s.folder.glob("*.jpg"))
+    assert len(jpgs) == 1 and jpgs[0].name.endswith("_without_mask_0.55.jpg")
+    side = json.loads(jpgs[0].with_suffix(".json").read_text())
+    assert side["label_guess"] == "without_mask" and side["alert_score"] == pytest.approx(0.55)
+    assert side["scores"] == {"with_mask": pytest.approx(0.45), "without_mask": pytest.approx(0.55)}
+    assert side["device_id"] == "pi-1" and side["time_unix"] == 1000.0
+    crop = read_rgb(jpgs[0])
+    x0, y0, x1, y1 = side["crop_box"]
+    assert crop.shape[:2] == (y1 - y0, x1 - x0)  # the face grown by the margin, unresized
+    assert abs(crop.astype(int) - frame[y0:y1, x0:x1]).mean() < 6  # JPEG of the same pixels
+
+    both = saver(tmp_path / "both")  # two unsure faces: the one nearest the middle of [low, high] is kept
+    two = np.array([[0.65, 0.35], [0.48, 0.52]], np.float32)
+    assert both.consider(frame, [box, box], two, two[:, 1], now_wall=1000.0, now_mono=1.0) == 1
+    assert [p.name[-9:] for p in both.folder.glob("*.jpg")] == ["_0.52.jpg"]
+
+    rate = saver(tmp_path / "rate", min_interval_s=10.0)
+    assert rate.consider(frame, boxes, probs, probs[:, 1], 1000.0, now_mono=1.0) == 1
+    assert rate.consider(frame, boxes, probs, probs[:, 1], 1001.0, now_mono=5.0) == 0  # too soon
+    assert rate.consider(frame, boxes, probs, probs[:, 1], 1010.0, now_mono=11.5) == 1
+
+    for i in range(1, 6):
+        s.consider(frame, boxes, probs, probs[:, 1], now_wall=1000.0 + i, now_mono=1.0 + i)
+    names = sorted(p.name for p in s.folder.glob("*.jpg"))
+    assert len(names) == 3 and len(list(s.folder.glob("*.json"))) == 3  # max_files, oldest removed
+    assert jpgs[0].name not in names and not list(s.folder.glob("*.part"))
+
+    # A person moved two crops out to label them: the bound counts what is really there.
+    (tmp_path / "uncertain" / "without_mask").mkdir()
+    for n in names[:2]:
+        shutil.move(s.folder / n, tmp_path / "uncertain" / "without_mask" / n)
+    s.consider(frame, boxes, probs, probs[:, 1], now_wall=2000.0, now_mono=100.0)
+    s.consider(frame, boxes, probs, probs[:, 1], now_wall=2001.0, now_mono=101.0)
+    assert len(list(s.folder.glob("*.jpg"))) == 3
+    assert len(list((tmp_path / "uncertain" / "without_mask").glob("*.jpg"))) == 2  # never touched
+
+
+def test_relabelled_crops_import_as_a_dataset(tmp_path, face_frame):
+    importer = pytest.importorskip("train.data.importer")
+    frame, box = face_frame
+    s = saver(tmp_path, max_files=10)
+    probs = np.array([[0.4, 0.6]], np.float32)
+    for i in range(3):
+        s.consider(frame, [box], probs, probs[:, 1], now_wall=1000.0 + i, now_mono=float(i))
+    # What the README tells a person to do: move the JPEGs into class folders.
+    crops = sorted(s.folder.glob("*.jpg"))
+    for dest, files in (("with_mask", crops[:1]), ("without_mask", crops[1:])):
+        (s.root / dest).mkdir()
+        for f in files:
+            shutil.move(f, s.root / dest / f.name)
+    report = importer.import_sources([s.root], tmp_path / "dataset", progress=False)
+    assert report.per_label.get("with_mask") == 1
+    # The three crops are one photo: exact copies with the same label are dropped, not lost.
+    rows = (tmp_path / "dataset" / "manifest.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[1] for r in rows} == {"with_mask", "without_mask"}
+
+
+def test_unwritable_uncertain_folder_is_counted_not_raised(tmp_path, face_frame):
+    frame, box = face_frame
+    (tmp_path / "uncertain").write_text("a file where the folder should be")
+    errors: list[str] = []
+    mon = Monitor(tmp_path, _Cfg(enabled=True, low=0.0, high=1.0, max_files=5, min_interval_s=0.0),
+                  _Cfg(enabled=False), labels=LABELS, alert_label="without_mask", margin=0.2,
+                  log_error=errors.append)
+    probs = np.array([[0.5, 0.5]], np.float32)
+    assert mon.uncertain.consider(frame, [box], probs, probs[:, 1], 1000.0, 1.0) == 0
+    st = mon.status()
+    assert st["errors"] == 1 and "uncertain crop" in st["last_error"] and st["uncertain_saved"] == 0
+    assert errors and "uncertain" in errors[0]
+
+
+class _Cfg:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KiB tmpfs: a real "No space left on device" (needs root; skipped otherwise)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_is_reported_and_saving_resumes_when_space_returns(small_disk, face_frame):
+    frame, box = face_frame
+    noise = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)  # JPEGs that do not compress
+    s = saver(small_disk, max_files=1000, quality=100)
+    probs = np.array([[0.5, 0.5]], np.float32)
+    big = (0, 0, 400, 400)
+    for i in range(60):
+        s.consider(noise, [big], probs, probs[:, 1], now_wall=1000.0 + i, now_mono=float(i))
+        if s.errors.count:
+            break
+    assert s.errors.count >= 1 and "No space left" in s.errors.last_error
+    saved = s.saved
+    for f in s.folder.glob("*"):
+        f.unlink()
+    assert s.consider(frame, [box], probs, probs[:, 1], now_wall=5000.0, now_mono=500.0) == 1
+    assert s.saved == saved + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots
+# --------------------------------------------------------------------------------------------
+
+
+def test_snapshot_blur_hides_faces_from_a_detector(detector_model, face_frame):
+    import cv2
+
+    from device.detectors.base import make_detector
+
+    frame, box = face_frame
+    det = make_detector("short", detector_model)
+    assert len(det.detect(frame)) == 1
+    faces = [f.box for f in det.detect(frame)]
+
+    def decode(data: bytes) -> np.ndarray:
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    clear = decode(render_snapshot(frame, faces, blur_faces=False, margin=0.2, highlight=faces))
+    blurred = decode(render_snapshot(frame, faces, blur_faces=True, margin=0.2, highlight=faces))
+    assert clear.shape == blurred.shape == frame.shape
+    assert len(det.detect(clear)) == 1
+    assert det.detect(blurred) == []
+    x0, y0, x1, y1 = (int(v) for v in faces[0])
+    assert blurred[y0, (x0 + x1) // 2, 0] > 200 and blurred[y0, (x0 + x1) // 2, 2] < 60  # red outline
