@@ -277,6 +277,7 @@ class Daemon:
         camera = dict(self.grabber.stats) if self.grabber is not None else {}
         if camera.get("last_frame_age_s") is not None:
             camera["last_frame_age_s"] = round(camera["last_frame_age_s"], 3)
+        self.state.presence.sync(self.tracker.tracks)
         payload = self.state.payload(
             now_wall, now_mono, camera=camera, mqtt=getattr(self.publisher, "status", None), monitor=monitor,
             model={k: v for k, v in self.parts.model_info.items()}, detector=self.cfg.detector.kind,

@@ -92,6 +92,14 @@ class Presence:
         else:
             self.active[track_id] = label
 
+    def sync(self, tracks: Iterable[Any]) -> None:
+        """Take presence from the tracker's confirmed tracks (``id``, ``label``).
+
+        Events alone can be wrong: a person re-opened within the tracker's cooldown keeps the
+        track id whose ``end`` was already sent, so only the tracker knows they are back.
+        """
+        self.active = {t.id: t.label for t in tracks if t.label is not None}
+
     def count(self, label: str | None = None) -> int:
         return sum(1 for v in self.active.values() if label is None or v == label)
 

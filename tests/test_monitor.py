@@ -242,3 +242,18 @@ def test_snapshot_blur_hides_faces_from_a_detector(detector_model, face_frame):
     assert det.detect(blurred) == []
     x0, y0, x1, y1 = (int(v) for v in faces[0])
     assert blurred[y0, (x0 + x1) // 2, 0] > 200 and blurred[y0, (x0 + x1) // 2, 2] < 60  # red outline
+
+
+def test_presence_follows_the_tracker_when_a_person_is_reopened():
+    from device.camera.tracker import TrackState
+
+    t0 = datetime(2025, 3, 1, 12, 0, 0).timestamp()
+    s = DeviceState("pi-1", LABELS, "without_mask", start_wall=t0, start_mono=100.0)
+    s.on_events([ev("new", 7, "without_mask"), ev("end", 7, "without_mask")], t0)
+    assert s.payload(t0 + 1, 101.0)["no_mask_present"] is False
+    # the tracker merged the person back into track 7 within its cooldown: no new event was sent
+    s.presence.sync([TrackState(7, (0, 0, 9, 9), 0.9, "without_mask", 5, t0, t0 + 2, 0.9),
+                     TrackState(8, (20, 0, 29, 9), 0.5, None, 1, t0 + 2, t0 + 2, 0.5)])
+    p = s.payload(t0 + 2, 102.0)
+    assert p["no_mask_present"] is True and p["people_present"] == 1
+    assert p["without_mask_total"] == 1
