@@ -112,13 +112,15 @@ class Pipeline:
             probs = np.zeros((0, self.n_labels), np.float32)
             scores = np.zeros((0,), np.float32)
         t2 = self.clock()
+        size = (rgb.shape[1], rgb.shape[0])
         if self.n_labels > 2 and len(faces):
             # Three labels: the tracker smooths P(alert) and votes on which other label it is.
             other = [i for i in range(self.n_labels) if i != self.alert_index]
             picks = np.asarray(other)[np.argmax(probs[:, other], axis=1)]
-            events = list(self.tracker.update(boxes, scores, now, other_labels=[self.labels[i] for i in picks]))
+            events = list(self.tracker.update(boxes, scores, now, other_labels=[self.labels[i] for i in picks],
+                                              frame_size=size))
         else:
-            events = list(self.tracker.update(boxes, scores, now))
+            events = list(self.tracker.update(boxes, scores, now, frame_size=size))
         self.label_scores.observe(self.tracker.tracks)
         t3 = self.clock()
         timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3, "track": (t3 - t2) * 1e3}

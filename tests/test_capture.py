@@ -122,16 +122,20 @@ def test_lossless_mode_delivers_every_frame_once_in_order():
     try:
         seqs = []
         values = []
+        times = []
         while True:
             f = g.get(10.0)
             if f is None:
                 break
             seqs.append(f.seq)
             values.append(int(f.rgb[0, 0, 0]))
+            times.append(f.time)
             if len(values) % 7 == 0:
                 time.sleep(0.01)  # a slow consumer must not lose frames in this mode
         assert values == list(range(60))
         assert seqs == list(range(60))
+        # replay time: frames 1/fps apart however fast they were read (default fps 15)
+        assert np.allclose(np.diff(times), 1 / 15.0)
         assert g.realtime is False  # a file source defaults to lossless
         assert g.ended
         s = g.stats

@@ -220,3 +220,47 @@ def test_bad_input_is_rejected_with_a_clear_error():
         tr.update(np.zeros((1, 4)), np.array([np.nan]), 0.0)
     with pytest.raises(ValueError, match="alert label"):
         Tracker(TrackerConfig(), LABELS, "nobody", 0.5)
+
+
+def run_in_frame(tracker, frames, size, t0=0.0, dt=DT):
+    """Like run(), telling the tracker the picture's size."""
+    events, t = [], t0
+    for faces in frames:
+        boxes = np.array([f[0] for f in faces], dtype=float).reshape(-1, 4)
+        scores = np.array([f[1] for f in faces], dtype=float)
+        events += tracker.update(boxes, scores, t, frame_size=size)
+        t += dt
+    return events, t
+
+
+def test_people_walking_through_one_after_another_are_each_counted():
+    # An entrance: three people without masks cross the 640x480 picture on the same path, a
+    # second or two apart (well within the cooldown). Each walked out, so each is a new person.
+    tr = make(timeout_s=0.5, cooldown_s=10.0)
+    events, t = [], 0.0
+    for _ in range(3):
+        ev, t = run_in_frame(tr, [[(b, 0.9)] for b in walk(5, 575, 30)], (640, 480), t0=t)
+        events += ev
+        ev, t = run_in_frame(tr, [[]] * 20, (640, 480), t0=t)
+        events += ev
+    assert [e.type for e in events] == ["new", "end"] * 3
+    assert len({e.track_id for e in events}) == 3 and tr.counts[ALERT] == 3 and tr.reopened == 0
+
+
+def test_a_person_lost_in_the_middle_of_the_picture_is_reopened_with_frame_size():
+    tr = make(timeout_s=0.5, cooldown_s=10.0)
+    box = (300.0, 200.0, 360.0, 260.0)
+    events, t = run_in_frame(tr, [[(box, 0.9)]] * 10, (640, 480))
+    gap, t = run_in_frame(tr, [[]] * 15, (640, 480), t0=t)
+    back, t = run_in_frame(tr, [[(box, 0.9)]] * 10, (640, 480), t0=t)
+    assert types(events + gap + back) == [("new", 1, ALERT), ("end", 1, ALERT)]
+    assert tr.counts[ALERT] == 1 and tr.reopened == 1
+
+
+def test_walked_out():
+    from device.camera.tracker import walked_out
+
+    assert walked_out(np.array([0, 100, 60, 160]), np.zeros(2), (640, 480))  # touches the left edge
+    assert walked_out(np.array([560, 100, 638, 160]), np.zeros(2), (640, 480))  # right edge
+    assert not walked_out(np.array([300, 200, 360, 260]), np.zeros(2), (640, 480))
+    assert walked_out(np.array([500, 200, 560, 260]), np.array([200.0, 0.0]), (640, 480))  # heading out

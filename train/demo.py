@@ -129,6 +129,7 @@ state_interval_s = 2.0
 source = "opencv"
 device = "{video}"
 loop = false
+fps = 12.0  # the sample video's frame rate: frame times advance by 1/12 s however fast we read
 
 [detector]
 kind = "short"

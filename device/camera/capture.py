@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Frame:
     seq: int  # 0, 1, 2, ... over the grabber's life; gaps are dropped frames
-    time: float  # wall clock (time.time()) when it was read: event timestamps
+    time: float  # capture time (wall clock) for event timestamps; media time in lossless replays
     mono: float  # the grabber's clock (monotonic): ages and intervals
     rgb: np.ndarray  # HxWx3 uint8
 
@@ -99,6 +99,7 @@ class LatestFrameGrabber:
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self._seq = 0
+        self._media_t0: float | None = None
         self._thread: threading.Thread | None = None
         self._readers: list[threading.Thread] = []
         self.realtime: bool | None = cfg.realtime
@@ -114,6 +115,7 @@ class LatestFrameGrabber:
         self._status = "starting"
         self._last_error: str | None = None
         self._last_frame_mono: float | None = None
+        self._down_since: float | None = None  # grabber clock when the status last became "down"
 
     # ----------------------------------------------------------------------------- public API
 
@@ -216,7 +218,10 @@ class LatestFrameGrabber:
 
     def _fail(self, reason: str) -> None:
         log.warning("camera down: %s", reason)
-        self._set(status="down", last_error=reason)
+        with self._cond:
+            if self._status != "down":
+                self._down_since = self._clock()
+            self._status, self._last_error = "down", reason
 
     def _run_session(self) -> _Session | None:
         """Open a source, pump its frames until it ends, fails or stalls; returns the session."""
@@ -298,6 +303,13 @@ class LatestFrameGrabber:
     def _publish(self, rgb: np.ndarray, session: _Session) -> bool:
         """Hand a frame to the consumer; False when the session was cancelled or stop() called."""
         wall, mono = time.time(), self._clock()
+        if not self.realtime:
+            # A replay's frames were captured 1/fps apart, however fast we read them: the tracker's
+            # timeouts and cooldowns must see that spacing, or people a second apart in the video
+            # would merge on a fast machine and a slow Pi would report different events.
+            if self._media_t0 is None:
+                self._media_t0 = wall
+            wall = self._media_t0 + self._frames / self.cfg.fps
         with self._cond:
             if not self.realtime:
                 self._cond.wait_for(
@@ -307,6 +319,7 @@ class LatestFrameGrabber:
                 return False
             if self._slot is not None:
                 self._dropped += 1
+            recovered = self._status == "down"
             self._slot = Frame(self._seq, wall, mono, rgb)
             self._seq += 1
             self._frames += 1
@@ -315,6 +328,10 @@ class LatestFrameGrabber:
             self._last_error = None
             self._cond.notify_all()
         session.frames += 1
+        if recovered:  # the journal says when it came back, not only when it went down
+            since = self._down_since
+            log.info("camera up again: %s%s", self._source_name,
+                     f" (down for {mono - since:.1f} s)" if since is not None else "")
         return True
 
 

@@ -15,7 +15,11 @@ Events:
 Cooldown: the face detector loses people for a second now and then. A new track that starts
 within ``cooldown_s`` of where a person's track ended, and reaches the same label, is that
 person again: it silently takes over the old track id (no second ``new``, not counted again),
-and a later ``end`` carries the same id (and the original ``start_time``) once more.
+and a later ``end`` carries the same id (and the original ``start_time``) once more. A track
+that ended at the edge of the picture, or heading out of it, belongs to someone who walked out:
+it is never re-opened, because at an entrance the next person takes the very same path seconds
+later and must be counted (the caller passes ``frame_size`` for this; without it, no track
+counts as having left).
 
 Matching compares a face with a track's last box and with where the track's (smoothed)
 velocity predicts it now, so a person walking on while the detector missed them keeps their
@@ -96,6 +100,7 @@ class _Track:
     label: str | None = None
     other_votes: Counter = field(default_factory=Counter)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, px/s
+    left: bool = False  # ended at the picture's edge or heading out: walked out, not lost
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
@@ -161,6 +166,26 @@ def greedy_match(
     return pairs
 
 
+#: How close to the picture's edge (fraction of the longer side) a last box must be to count as
+#: having walked out.
+EDGE_FRACTION = 0.03
+
+
+def walked_out(box: np.ndarray, shift: np.ndarray, frame_size: tuple[int, int]) -> bool:
+    """Did a track whose last box is ``box`` leave the picture?
+
+    True when the box touches the edge, or when its centre moved on by ``shift`` (its velocity
+    over the time it was missing) lands outside the picture.
+    """
+    w, h = frame_size
+    m = EDGE_FRACTION * max(w, h)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x0 <= m or y0 <= m or x1 >= w - m or y1 >= h - m:
+        return True
+    cx, cy = _centre(np.asarray(box)) + np.asarray(shift, dtype=np.float64)
+    return not (0 <= cx < w and 0 <= cy < h)
+
+
 def _near(a: np.ndarray, b: np.ndarray, iou_threshold: float) -> float:
     """A closeness score (higher is nearer) or -inf when the boxes are not near each other."""
     iou = float(iou_matrix(a, b)[0, 0])
@@ -194,6 +219,7 @@ class Tracker:
         self.reopened = 0  # tracks merged back into a recently ended person (cooldown)
         self._tracks: list[_Track] = []
         self._ended: list[_Track] = []  # confirmed tracks that ended less than cooldown_s ago
+        self.frame_size: tuple[int, int] | None = None  # (width, height), from update()
         self._next_id = 1
 
     @property
@@ -210,13 +236,17 @@ class Tracker:
         alert_scores: np.ndarray,
         now: float,
         other_labels: Sequence[str] | None = None,
+        frame_size: tuple[int, int] | None = None,
     ) -> list[TrackEvent]:
         """Feed one frame's faces; returns the events this frame caused.
 
         ``boxes`` (N,4) x0,y0,x1,y1; ``alert_scores`` (N,) P(alert label) per face;
         ``other_labels`` (N,) optionally the most likely non-alert label of each face (models
-        with three labels); by default the first non-alert label is used.
+        with three labels); by default the first non-alert label is used. ``frame_size``
+        (width, height) tells who walked out of the picture (see the module docstring).
         """
+        if frame_size is not None:
+            self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         boxes = np.asarray(boxes, dtype=np.float64)
         if boxes.size == 0:
             boxes = boxes.reshape(0, 4)
@@ -292,6 +322,8 @@ class Tracker:
             if now - t.last_seen > self.cfg.timeout_s:
                 if t.label is not None:
                     events.append(self._event("end", t, now, end_time=t.last_seen))
+                    t.left = self.frame_size is not None and walked_out(
+                        t.box, t.velocity * self.cfg.timeout_s, self.frame_size)
                     self._ended.append(t)
             else:
                 keep.append(t)
@@ -344,7 +376,7 @@ class Tracker:
         """Merge a just-confirmed track into a person who ended nearby within cooldown_s."""
         best, best_near = None, -np.inf
         for old in self._ended:
-            if old.label != t.label or not 0 <= t.start_time - old.last_seen <= self.cfg.cooldown_s:
+            if old.left or old.label != t.label or not 0 <= t.start_time - old.last_seen <= self.cfg.cooldown_s:
                 continue
             near = _near(old.box, t.first_box, self.cfg.iou_threshold)
             if near > best_near:
