@@ -89,6 +89,10 @@ class Daemon:
         self.publish_errors = 0
         self.frame_errors = 0
         self._last_ok: float | None = None  # monotonic time of the last frame processed without error
+        # Frame time minus wall time at the last frame. Frames carry media time in lossless
+        # replays (1/fps apart, however fast they are read), which runs ahead of or behind the
+        # wall clock; the tracker must see one clock, also when it is fed no frame.
+        self._frame_clock_offset = 0.0
         self._ready = False
         self._storage_error: str | None = None
         self._fallback_dir: Path | None = None  # temporary outbox home when state_dir is unwritable
@@ -167,7 +171,10 @@ class Daemon:
                     log.info("camera source ended (--exit-on-end): stopping")
                     break
                 else:
-                    self._idle(time.time())
+                    self._idle(self._frame_now())
+                    if self.grabber.ended:
+                        # get() returns at once for an ended source: wait here instead of spinning.
+                        self.stop_event.wait(FRAME_WAIT_S)
                 # Fed only while frames make it through the pipeline: a stalled camera or a
                 # pipeline that fails on every frame both get the daemon restarted by systemd.
                 self.watchdog.tick(None if self._last_ok is None else time.monotonic() - self._last_ok)
@@ -183,7 +190,7 @@ class Daemon:
         self.notifier.stopping()
         if self.grabber is not None:
             self.grabber.stop(timeout=5.0)
-        now = time.time()
+        now = self._frame_now()
         try:
             self._emit(self.pipeline.flush(now), now)
             if self.publisher is not None:
@@ -213,7 +220,12 @@ class Daemon:
             return
         self._last_ok = time.monotonic()
 
+    def _frame_now(self) -> float:
+        """Now, on the clock the frames' times are on (see ``_frame_clock_offset``)."""
+        return time.time() + self._frame_clock_offset
+
     def _process(self, frame: Any, wait_ms: float) -> None:
+        self._frame_clock_offset = frame.time - time.time()
         res = self.pipeline.process(frame.rgb, frame.time)
         t0 = time.perf_counter()
         self._emit(res.events, frame.time, frame=frame, boxes=res.boxes)

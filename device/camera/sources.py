@@ -244,8 +244,14 @@ class ImageFolderSource:
         self._files = list_images(self.path)
         self._next = 0
         if not self._files:
-            what = "folder" if Path(self.path).is_dir() else "glob"
-            raise FileNotFoundError(f"camera.path: no image files in {what} {self.path}")
+            path = Path(self.path).expanduser()
+            if path.is_dir():
+                where = f"in folder {self.path}"
+            elif any(c in self.path for c in "*?["):
+                where = f"match the glob {self.path}"
+            else:  # a folder that is not there (yet): say so, not "no matches for a glob"
+                where = f"(folder {self.path} does not exist)"
+            raise FileNotFoundError(f"camera.path: no image files {where}")
 
     def read(self) -> np.ndarray | None:
         while self._next < len(self._files):
