@@ -1,0 +1,211 @@
+"""``make bench-train`` (``python -m train.benchmark``): the training targets on the real data.
+
+Runs (each with the default recipe: MobileNetV2 alpha 1.0, ImageNet weights, 128 px):
+
+* ``all-<size>``: trained on faces-classify + the face crops of faces-voc imported into ONE
+  dataset and split leak-free (duplicate groups never straddle splits); measured on its test
+  split with the threshold chosen on val. Targets: accuracy >= 98.5 %, without_mask F1 >= 0.98,
+  whole training (both phases) within 20 minutes on this machine (2 cores).
+* ``classify-<size>``: trained on faces-classify only, measured on ALL faces-voc crops
+  (generalization to small, real-scene faces), with the threshold chosen on faces-classify val.
+
+Writes ``bench/train/<run>.json``, ``bench/train/summary.json`` and prints a Markdown summary.
+Datasets and runs go to ``bench/train/data`` and ``bench/train/runs`` (reused when present).
+Exits 1 when a target fails. Timings are wall clock on THIS machine: other load inflates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("train.benchmark")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MASKWATCH_SHARED", ROOT.parent / "shared"))
+OUT = Path("bench/train")
+
+MIN_ACCURACY = 0.985
+MIN_ALERT_F1 = 0.98
+MAX_TRAIN_MINUTES = 20.0
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def ensure_dataset(name: str, sources: list[Path], root: Path, split: bool) -> Path:
+    """Import (and split) once; a folder with a manifest is reused as it is."""
+    from train.data.importer import import_sources
+    from train.data.manifest import read_manifest
+    from train.data.split import split_dataset
+
+    out = root / name
+    if (out / "manifest.csv").exists():
+        log.info("reusing dataset %s", out)
+    else:
+        for s in sources:
+            if not s.exists():
+                raise FileNotFoundError(f"benchmark data not found: {s} (see ../shared/README.md)")
+        log.info("importing %s into %s", ", ".join(map(str, sources)), out)
+        import_sources(sources, out)
+    if split and not any(r.split for r in read_manifest(out)):
+        split_dataset(out, val=0.15, test=0.15, seed=0)
+    return out
+
+
+def train_run(name: str, data: Path, runs: Path, size: int, retrain: bool, extra: dict[str, Any]) -> dict[str, Any]:
+    from train.fit import TrainConfig, train
+
+    out = runs / name
+    model = out / "model.keras"
+    if model.exists() and not retrain:
+        log.info("reusing trained model %s (pass --retrain to train again)", model)
+        config = json.loads((out / "config.json").read_text())
+        return {"model": str(model), "reused": True, "seconds": config.get("seconds", {}),
+                "cpu_seconds": config.get("benchmark_cpu_seconds")}
+    if out.exists():
+        shutil.rmtree(out)
+    cfg = TrainConfig(data=str(data), out=str(out), input_size=size, **extra)
+    cpu0, t0 = _cpu_seconds(), time.monotonic()
+    result = train(cfg)
+    wall, cpu = time.monotonic() - t0, _cpu_seconds() - cpu0
+    config = json.loads((out / "config.json").read_text())
+    config["benchmark_cpu_seconds"] = round(cpu, 1)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return {"model": str(model), "reused": False, "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+            "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+            "epochs": {p: sum(1 for r in result.history if r["phase"] == p) for p in ("head", "finetune")}}
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, Any]:
+    keep = ("n", "threshold", "threshold_chosen_on", "accuracy", "accuracy_argmax", "roc_auc", "average_precision",
+            "without_mask_precision", "without_mask_recall", "without_mask_f1", "confusion_matrix", "at_0.5",
+            "counts")
+    return {k: report[k] for k in keep if k in report}
+
+
+def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict) -> dict[str, Any]:
+    from train.evaluate import evaluate
+
+    data = ensure_dataset("all", [SHARED / "datasets/faces-classify", SHARED / "datasets/faces-voc"], data_root,
+                          split=True)
+    name = f"all-{size}"
+    run = train_run(name, data, runs, size, retrain, extra)
+    report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test")
+    m = _metrics(report)
+    minutes = run["seconds"].get("total", float("nan")) / 60.0
+    targets = {
+        "accuracy": {"value": m["accuracy"], "limit": MIN_ACCURACY, "passed": m["accuracy"] >= MIN_ACCURACY},
+        "without_mask_f1": {"value": m["without_mask_f1"], "limit": MIN_ALERT_F1,
+                            "passed": m["without_mask_f1"] >= MIN_ALERT_F1},
+        "train_minutes": {"value": round(minutes, 2), "limit": MAX_TRAIN_MINUTES,
+                          "passed": minutes <= MAX_TRAIN_MINUTES},
+    }
+    doc = {"name": name, "kind": "target", "input_size": size, "data": str(data), "train": run, "test": m,
+           "targets": targets, "all_passed": all(t["passed"] for t in targets.values())}
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def bench_generalization(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict) -> dict:
+    from train.evaluate import evaluate
+
+    classify = ensure_dataset("classify", [SHARED / "datasets/faces-classify"], data_root, split=True)
+    voc = ensure_dataset("voc", [SHARED / "datasets/faces-voc"], data_root, split=False)
+    name = f"classify-{size}"
+    run = train_run(name, classify, runs, size, retrain, extra)
+    model = Path(run["model"])
+    own = _metrics(evaluate(model, classify, "test", out=runs / name / "eval_test"))  # sets the card threshold
+    cross = _metrics(evaluate(model, voc, "all", threshold_mode="card", out=runs / name / "eval_voc"))
+    doc = {"name": name, "kind": "generalization", "input_size": size, "train": run,
+           "faces_classify_test": own, "faces_voc_all": cross}
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def markdown(docs: list[dict[str, Any]]) -> str:
+    lines = ["| run | trained on | tested on | n | threshold | accuracy | without_mask F1 | recall | precision "
+             "| ROC AUC | train time | CPU time |", "|" + "---|" * 12]
+
+    def row(doc, tested, m):
+        t = doc["train"]
+        total = t["seconds"].get("total")
+        cpu = t.get("cpu_seconds")
+        lines.append(
+            f"| {doc['name']} | {'faces-classify + faces-voc' if doc['kind'] == 'target' else 'faces-classify'} "
+            f"| {tested} | {m['n']} | {m['threshold']:.3f} | {m['accuracy']:.4f} | {m['without_mask_f1']:.4f} "
+            f"| {m['without_mask_recall']:.4f} | {m['without_mask_precision']:.4f} | {m['roc_auc']:.4f} "
+            f"| {total / 60:.1f} min | {'' if cpu is None else f'{cpu / 60:.1f} min'} |")
+
+    for d in docs:
+        if d["kind"] == "target":
+            row(d, "test split", d["test"])
+        else:
+            row(d, "faces-classify test", d["faces_classify_test"])
+            row(d, "ALL faces-voc crops", d["faces_voc_all"])
+    for d in docs:
+        if d["kind"] == "target":
+            lines.append("")
+            lines.append(f"Targets for {d['name']} ({'PASS' if d['all_passed'] else 'FAIL'}):")
+            for k, t in d["targets"].items():
+                op = "<=" if k == "train_minutes" else ">="
+                lines.append(f"- {'PASS' if t['passed'] else 'FAIL'} {k}: {t['value']:.4g} (target {op} {t['limit']})")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
+    p.add_argument("--sizes", default="128", help="input sizes for the target run, comma separated (default 128)")
+    p.add_argument("--skip-generalization", action="store_true", help="only the target run(s)")
+    p.add_argument("--retrain", action="store_true", help="train again even when a run's model exists")
+    p.add_argument("--epochs-finetune", type=int, help="override the default fine-tune epochs")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_root, runs = out / "data", out / "runs"
+    sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    extra = {} if args.epochs_finetune is None else {"epochs_finetune": args.epochs_finetune}
+    os.environ.setdefault("KERAS_HOME", str(SHARED / "keras-home"))
+    docs = [bench_target(s, data_root, runs, out, args.retrain, extra) for s in sizes]
+    if not args.skip_generalization:
+        docs.append(bench_generalization(sizes[0], data_root, runs, out, args.retrain, extra))
+    summary = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                           "python": platform.python_version()},
+               "runs": docs, "all_passed": all(d.get("all_passed", True) for d in docs)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    md = markdown(docs)
+    (out / "summary.md").write_text(md + "\n")
+    print()
+    print(md)
+    print(f"\nwrote {out}/: " + ", ".join(f"{d['name']}.json" for d in docs) + ", summary.json, summary.md")
+    return 0 if summary["all_passed"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    try:
+        return run(parse_args(argv))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"make bench-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

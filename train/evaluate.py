@@ -1,0 +1,358 @@
+"""``maskwatch evaluate``: metrics, curves and a decision threshold for a .keras or .tflite model.
+
+The alert decision the device makes is "P(alert label) >= card.threshold"; this command picks
+that threshold (best F1 of the alert class, or the strictest one that still reaches a target
+recall) and writes it into the model's card. By default it is chosen on the val split and the
+requested split (test) is only measured with it, so the reported numbers are not tuned on the
+data they describe. All metrics are plain numpy (scikit-learn is not a dependency).
+
+A ``.tflite`` model runs through :class:`device.classifier.MaskClassifier`, exactly as on the
+Pi, and that path never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from device.contract import ModelCard, card_path, load_card_for
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_MODES = ("max_f1", "recall", "card")
+
+# --------------------------------------------------------------------------------------------
+# Metrics (pure functions)
+# --------------------------------------------------------------------------------------------
+
+
+def decide(probs: np.ndarray, alert_index: int, threshold: float) -> np.ndarray:
+    """The device's decision: the alert label when P(alert) >= threshold, else the likeliest other."""
+    probs = np.asarray(probs, dtype=np.float64)
+    others = probs.copy()
+    others[:, alert_index] = -np.inf
+    pred = np.argmax(others, axis=1)
+    pred[probs[:, alert_index] >= threshold] = alert_index
+    return pred
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    """Counts (n, n): rows are the true label, columns the predicted one."""
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, lab in enumerate(labels):
+        tp = float(cm[i, i])
+        pred = float(cm[:, i].sum())
+        true = float(cm[i, :].sum())
+        p = tp / pred if pred else 0.0
+        r = tp / true if true else 0.0
+        f1 = 2 * p * r / (p + r) if (p + r) else 0.0
+        out[lab] = {"precision": p, "recall": r, "f1": f1, "support": int(true)}
+    return out
+
+
+def _sweep(positive: np.ndarray, scores: np.ndarray):
+    """tp, fp at every distinct score cut (predict positive when score >= cut), cuts descending."""
+    positive = np.asarray(positive, bool)
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, pos = scores[order], positive[order]
+    last_of_run = np.r_[np.diff(s) != 0, True]
+    tp = np.cumsum(pos)[last_of_run].astype(np.float64)
+    fp = np.cumsum(~pos)[last_of_run].astype(np.float64)
+    return s[last_of_run], tp, fp
+
+
+def roc(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """fpr, tpr, thresholds and the area under the ROC curve (trapezoids); NaN AUC for one class."""
+    cuts, tp, fp = _sweep(positive, scores)
+    n_pos, n_neg = tp[-1], fp[-1]
+    if n_pos == 0 or n_neg == 0:
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([np.inf, -np.inf]), float("nan")
+    tpr = np.r_[0.0, tp / n_pos]
+    fpr = np.r_[0.0, fp / n_neg]
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return fpr, tpr, np.r_[np.inf, cuts], auc
+
+
+def precision_recall(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """precision, recall, thresholds and average precision (sum of precision x recall steps)."""
+    cuts, tp, fp = _sweep(positive, scores)
+    n_pos = tp[-1]
+    if n_pos == 0:
+        return np.array([1.0]), np.array([0.0]), np.array([np.inf]), float("nan")
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return precision, recall, cuts, ap
+
+
+def choose_threshold(positive: np.ndarray, scores: np.ndarray, mode: str = "max_f1",
+                     target_recall: float = 0.98) -> float:
+    """Threshold on P(alert): best F1, or the highest one whose recall still reaches the target.
+
+    The threshold sits halfway between the chosen score and the next lower one, so a face
+    scored like the borderline ones here falls on the same side on new data too.
+    """
+    if mode not in ("max_f1", "recall"):
+        raise ValueError(f"threshold mode must be max_f1 or recall, got {mode!r}")
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"--target-recall must be within (0, 1], got {target_recall}")
+    cuts, tp, fp = _sweep(positive, scores)
+    n_pos = tp[-1]
+    if n_pos == 0 or fp[-1] == 0:
+        raise ValueError("choosing a threshold needs both alert and non-alert faces in the data")
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    if mode == "max_f1":
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+        k = int(np.argmax(f1))
+    else:
+        k = int(np.argmax(recall >= target_recall - 1e-12))  # first (highest) cut reaching the target
+    lower = cuts[k + 1] if k + 1 < len(cuts) else 0.0
+    return float(np.clip((cuts[k] + lower) / 2.0, 0.0, 1.0))
+
+
+def summarize(y: np.ndarray, probs: np.ndarray, labels: Sequence[str], alert_label: str,
+              threshold: float) -> dict[str, Any]:
+    """Every number of an evaluation report (JSON-ready)."""
+    labels = list(labels)
+    a = labels.index(alert_label)
+    y = np.asarray(y, np.int64)
+    pred = decide(probs, a, threshold)
+    cm = confusion(y, pred, len(labels))
+    positive = y == a
+    scores = np.asarray(probs)[:, a]
+    _, _, _, auc = roc(positive, scores)
+    _, _, _, ap = precision_recall(positive, scores)
+    classes = per_class(cm, labels)
+    argmax_acc = float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else float("nan")
+    return {
+        "n": int(len(y)),
+        "threshold": float(threshold),
+        "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+        "accuracy_argmax": argmax_acc,
+        "per_class": classes,
+        "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
+        "confusion_matrix": cm.tolist(),
+        "alert_label": alert_label,
+        "roc_auc": auc,
+        "average_precision": ap,
+        f"{alert_label}_precision": classes[alert_label]["precision"],
+        f"{alert_label}_recall": classes[alert_label]["recall"],
+        f"{alert_label}_f1": classes[alert_label]["f1"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Models: .keras through Keras, .tflite through the device's classifier
+# --------------------------------------------------------------------------------------------
+
+
+class Classifier(Protocol):
+    card: ModelCard
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+class KerasClassifier:
+    """A saved ``.keras`` model with the same interface as the device's MaskClassifier."""
+
+    def __init__(self, path: Path):
+        from train.model import load_model
+
+        self.path = Path(path)
+        self.card = load_card_for(self.path)
+        self.model = load_model(self.path)
+        shape = tuple(self.model.input_shape[1:])
+        size = self.card.input_size
+        if shape != (size, size, 3):
+            raise ValueError(f"{self.path}: input shape {shape} does not match its card (input_size {size})")
+        n_out = int(self.model.output_shape[-1])
+        if n_out != len(self.card.labels):
+            raise ValueError(f"{self.path}: {n_out} outputs but its card lists {len(self.card.labels)} labels")
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if not len(crops):
+            return np.zeros((0, len(self.card.labels)), np.float32)
+        return np.asarray(self.model.predict_on_batch(crops.astype(np.float32)), np.float32)
+
+
+def load_classifier(path: Path, num_threads: int | None = None) -> Classifier:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.suffix == ".tflite":
+        from device.classifier import MaskClassifier
+
+        return MaskClassifier(path, num_threads=num_threads)
+    if path.suffix in (".keras", ".h5"):
+        return KerasClassifier(path)
+    raise ValueError(f"{path}: unknown model type {path.suffix!r} (expected .keras or .tflite)")
+
+
+def predict_all(clf: Classifier, x: np.ndarray, batch_size: int = 64, desc: str = "predicting") -> np.ndarray:
+    from tqdm import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", mininterval=2.0, leave=False):
+        out.append(clf.predict_crops(x[i : i + batch_size]))
+    n = len(clf.card.labels)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n), np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Command
+# --------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help=".keras or .tflite model (its card .json beside it)")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (maskwatch data import/split)")
+    parser.add_argument("--split", default="test", help="train, val, test or all (default: %(default)s)")
+    parser.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="max_f1",
+                        help="max_f1: best F1 of the alert class; recall: highest threshold reaching "
+                             "--target-recall; card: keep the card's threshold (default: %(default)s)")
+    parser.add_argument("--target-recall", type=float, default=0.98, help="for --threshold-mode recall")
+    parser.add_argument("--threshold-split", default="val",
+                        help="split the threshold is chosen on (default: %(default)s; falls back to --split "
+                             "when the dataset has no such rows)")
+    parser.add_argument("--out", type=Path, help="report folder (default: eval_<model>_<split> beside the model)")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--worst", type=int, default=24, help="mistakes on the contact sheet")
+
+
+def _metrics_key(card: ModelCard, split: str, data: Path) -> str:
+    """``test`` for the model's own dataset, ``test:<folder>`` for any other."""
+    from train.data.manifest import manifest_sha256
+
+    try:
+        same = manifest_sha256(data) == card.dataset_manifest_sha256
+    except FileNotFoundError:
+        same = False
+    return split if same else f"{split}:{Path(data).resolve().name}"
+
+
+def evaluate(model: Path, data: Path, split: str = "test", threshold_mode: str = "max_f1",
+             target_recall: float = 0.98, threshold_split: str = "val", out: Path | None = None,
+             threads: int | None = None, batch_size: int = 64, worst: int = 24) -> dict[str, Any]:
+    """Run the evaluation, write PNGs + report.json, update the card; returns the report."""
+    from train import plots
+    from train.dataset import dataset_rows, load_split_data, rows_of_split
+
+    if threshold_mode not in THRESHOLD_MODES:
+        raise ValueError(f"--threshold-mode must be one of {', '.join(THRESHOLD_MODES)}, got {threshold_mode!r}")
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"--target-recall must be within (0, 1], got {target_recall}")
+    model, data = Path(model), Path(data)
+    clf = load_classifier(model, threads)
+    card = clf.card
+    labels, alert = list(card.labels), card.alert_label
+    a = labels.index(alert)
+    out = Path(out) if out else model.parent / f"eval_{model.stem}_{split.replace(':', '_')}"
+
+    ds = load_split_data(data, split, card.input_size, labels)
+    log.info("evaluating %s on %s/%s: %d faces %s", model.name, data, split, len(ds), ds.counts())
+    probs = predict_all(clf, ds.x, batch_size, desc=f"predicting {split}")
+
+    chosen_on = "card"
+    threshold = float(card.threshold)
+    if threshold_mode != "card":
+        tprobs, ty, chosen_on = probs, ds.y, split
+        if threshold_split != split:
+            if rows_of_split(dataset_rows(data, labels), threshold_split):
+                tds = load_split_data(data, threshold_split, card.input_size, labels)
+                tprobs = predict_all(clf, tds.x, batch_size, desc=f"predicting {threshold_split}")
+                ty, chosen_on = tds.y, threshold_split
+            else:
+                log.warning("%s has no %s rows: the threshold is chosen on %s itself", data, threshold_split, split)
+        threshold = choose_threshold(ty == a, tprobs[:, a], threshold_mode, target_recall)
+
+    report = summarize(ds.y, probs, labels, alert, threshold)
+    report.update({
+        "model": str(model), "data": str(data), "split": split, "labels": labels,
+        "threshold_mode": threshold_mode, "target_recall": target_recall if threshold_mode == "recall" else None,
+        "threshold_chosen_on": chosen_on, "at_0.5": {k: v for k, v in summarize(ds.y, probs, labels, alert, 0.5).items()
+                                                     if k in ("accuracy", f"{alert}_f1", f"{alert}_recall",
+                                                              f"{alert}_precision")},
+        "counts": ds.counts(), "quantization": card.quantization,
+    })
+
+    out.mkdir(parents=True, exist_ok=True)
+    positive, scores = ds.y == a, probs[:, a]
+    fpr, tpr, _, auc = roc(positive, scores)
+    prec, rec, _, ap = precision_recall(positive, scores)
+    pred = decide(probs, a, threshold)
+    cm = np.asarray(report["confusion_matrix"])
+    pt_fp = cm[np.arange(len(labels)) != a, a].sum() / max(1, (ds.y != a).sum())
+    pt_tp = report[f"{alert}_recall"]
+    files = {
+        "confusion_matrix": plots.confusion_matrix(cm, labels, out / "confusion_matrix.png",
+                                                   f"{model.name} on {split} (threshold {threshold:.3f})"),
+        "roc": plots.roc_curve(fpr, tpr, auc, out / "roc.png", alert, (float(pt_fp), float(pt_tp))),
+        "pr": plots.pr_curve(rec, prec, ap, out / "pr.png", alert,
+                             (float(pt_tp), float(report[f"{alert}_precision"]))),
+    }
+    wrong = np.flatnonzero(pred != ds.y)
+    confidence = probs[wrong, pred[wrong]]
+    worst_idx = wrong[np.argsort(-confidence, kind="mergesort")][:worst]
+    mistakes = [{"path": ds.paths[i], "true": labels[ds.y[i]], "predicted": labels[pred[i]],
+                 f"p_{alert}": float(probs[i, a])} for i in worst_idx]
+    files["mistakes"] = plots.contact_sheet(
+        [ds.x[i] for i in worst_idx],
+        [f"{labels[ds.y[i]]}->{labels[pred[i]]}\np({alert})={probs[i, a]:.2f}" for i in worst_idx],
+        out / "mistakes.png", title=f"worst {len(worst_idx)} of {len(wrong)} mistakes")
+    report["mistakes"] = mistakes
+    report["n_mistakes"] = int(len(wrong))
+    report["pr_curve"] = {"recall": rec[:: max(1, len(rec) // 200)].round(5).tolist(),
+                          "precision": prec[:: max(1, len(prec) // 200)].round(5).tolist()}
+    report["files"] = {k: str(v) for k, v in files.items()}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    if threshold_mode != "card":
+        key = _metrics_key(card, split, data)
+        card.threshold = round(threshold, 6)
+        card.metrics[key] = {k: report[k] for k in ("n", "accuracy", "roc_auc", "average_precision", "threshold",
+                                                    f"{alert}_precision", f"{alert}_recall", f"{alert}_f1")}
+        card.extra["threshold"] = {"mode": threshold_mode, "chosen_on": chosen_on,
+                                   "target_recall": report["target_recall"]}
+        card.save(card_path(model))
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    alert = r["alert_label"]
+    lines = [
+        f"{r['model']} on {r['split']} ({r['n']} faces), threshold {r['threshold']:.4f} "
+        f"({r['threshold_mode']}, chosen on {r['threshold_chosen_on']})",
+        f"accuracy {r['accuracy']:.4f}  (argmax {r['accuracy_argmax']:.4f})   ROC AUC({alert}) {r['roc_auc']:.4f}"
+        f"   AP {r['average_precision']:.4f}",
+        f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    for lab, c in r["per_class"].items():
+        lines.append(f"{lab:<16}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>9d}")
+    lines.append("confusion (rows true, cols predicted): " + json.dumps(r["confusion_matrix"]))
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    report = evaluate(args.model, args.data, args.split, args.threshold_mode, args.target_recall,
+                      args.threshold_split, args.out, args.threads, args.batch_size, args.worst)
+    print(format_report(report))
+    print(f"report: {Path(report['files']['confusion_matrix']).parent / 'report.json'}")
+    if args.threshold_mode != "card":
+        print(f"threshold {report['threshold']:.4f} written to {card_path(args.model)}")
+    return 0
