@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.mosquitto import Broker, find_mosquitto
@@ -54,41 +54,13 @@ def tiny_classifier(tmp_path_factory) -> Path:
     device-only run, where TensorFlow is absent.
     """
     cached = ASSETS / "tiny_int8.tflite"
-    try:
-        import tensorflow as tf
-    except ImportError:
+    if importlib.util.find_spec("tensorflow") is None:
         if cached.exists() and cached.with_suffix(".json").exists():
             return cached
         pytest.skip("TensorFlow is absent and no cached tiny model: run the workstation tests first")
-    import keras
+    from tests.daemon_helpers import build_tiny_classifier
 
-    from device.contract import BINARY_LABELS, ModelCard
-
-    size = 64
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(len(BINARY_LABELS), activation="softmax")(x)
-    model = keras.Model(inp, out)
-
-    rng = np.random.default_rng(0)
-
-    def representative():
-        for _ in range(16):
-            yield [rng.integers(0, 256, (1, size, size, 3)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    out_dir = tmp_path_factory.mktemp("tiny_classifier")
-    path = out_dir / "tiny_int8.tflite"
-    path.write_bytes(conv.convert())
-    ModelCard(name="tiny", backbone="tiny_cnn", input_size=size, quantization="int8").save(path.with_suffix(".json"))
+    path = build_tiny_classifier(tmp_path_factory.mktemp("tiny_classifier") / "tiny_int8.tflite")
     ASSETS.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(path.read_bytes())
     cached.with_suffix(".json").write_bytes(path.with_suffix(".json").read_bytes())
