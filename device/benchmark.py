@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: the real faces in {SHARED}/datasets/faces-classify are absent (see ../shared/README.md)")
         return 0
     model, what = find_classifier(args.model)
+    model = Path(model).resolve()  # the memory run's daemon starts in another folder
     frames = two_face_frames(SHARED)
     with tempfile.TemporaryDirectory(prefix="maskwatch-bench-") as tmp:
         work = Path(tmp)
