@@ -31,13 +31,18 @@ def _add(sub: argparse._SubParsersAction, table: Commands, argv: Sequence[str], 
                 p.set_defaults(_main=module.main)
 
 
-def run(prog: str, description: str, table: Commands, argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(prog: str, description: str, table: Commands, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` against the command table (the chosen command's module adds its arguments)."""
+    argv = list(argv)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add(sub, table, _command_path(argv), "")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def run(prog: str, description: str, table: Commands, argv: Sequence[str] | None = None) -> int:
+    args = parse(prog, description, table, sys.argv[1:] if argv is None else argv)
     import logging
 
     logging.basicConfig(
