@@ -87,8 +87,9 @@ class Walk:
         return int(round(self.x0 + t * (self.x1 - self.x0))), self.y
 
 
-def render(faces: Sequence[np.ndarray], walks: Sequence[Walk], n_frames: int, seed: int = 0) -> list[np.ndarray]:
-    bg = background(seed)
+def render(faces: Sequence[np.ndarray], walks: Sequence[Walk], n_frames: int, seed: int = 0,
+           bg: np.ndarray | None = None) -> list[np.ndarray]:
+    bg = background(seed) if bg is None else bg
     frames = []
     for i in range(n_frames):
         f = bg.copy()

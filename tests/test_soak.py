@@ -32,7 +32,7 @@ from tests.daemon_helpers import (
     background,
     daemon_config,
     face_photos,
-    paste,
+    render,
     start_daemon,
     write_config,
     write_frames,
@@ -63,16 +63,7 @@ def soak_frames(shared: Path, folder: Path) -> Path:
 
     faces = face_photos(shared, 2)
     bg = cv2.resize(background(0), (W, H), interpolation=cv2.INTER_AREA)
-    walks = soak_walks()
-    frames = []
-    for i in range(LOOP):
-        f = bg.copy()
-        for w in walks:
-            pos = w.position(i)
-            if pos is not None:
-                paste(f, faces[w.face], pos[0], pos[1], w.width)
-        frames.append(f)
-    return write_frames(folder, frames)
+    return write_frames(folder, render(faces, soak_walks(), LOOP, bg=bg))
 
 
 @dataclass
