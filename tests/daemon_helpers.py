@@ -374,3 +374,13 @@ if __name__ == "__main__":  # python -m tests.daemon_helpers tiny-model OUT.tfli
     if len(sys.argv) != 3 or sys.argv[1] != "tiny-model":
         raise SystemExit("usage: python -m tests.daemon_helpers tiny-model OUT.tflite")
     print(build_tiny_classifier(Path(sys.argv[2])))
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 60) -> int:
+    """The daemon's exit code; a daemon that does not exit fails the test with its log."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(f"daemon did not exit within {timeout}s:\n{log.read_text(errors='replace')}") from None

@@ -27,6 +27,7 @@ from tests.daemon_helpers import (
     daemon_config,
     daemon_env,
     face_photos,
+    finish,
     render,
     retained,
     run_device,
@@ -69,15 +70,6 @@ def config(tmp_path: Path, frames: Path, model: Path, detector: Path, port: int,
                         **sections)
     cfg.setdefault("mqtt", {}).update(reconnect_min_s=0.2, reconnect_max_s=1.0)
     return write_config(tmp_path / "config.toml", cfg)
-
-
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 60) -> int:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError(f"daemon did not exit within {timeout}s:\n{log.read_text(errors='replace')}") from None
 
 
 def by_type(events: list[dict], kind: str) -> list[dict]:

@@ -38,6 +38,7 @@ from tests.daemon_helpers import (
     daemon_config,
     daemon_env,
     face_photos,
+    finish,
     render,
     start_daemon,
     wait_until,
@@ -122,17 +123,6 @@ def save_sessions(broker: Broker) -> None:
     time.sleep(0.02)  # a different mtime even on coarse clocks
     broker.proc.send_signal(signal.SIGUSR1)
     wait_until(lambda: db.exists() and db.stat().st_mtime_ns != before, 10, "mosquitto to save its database")
-
-
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 60) -> int:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError(
-            f"daemon did not exit within {timeout}s:\n{log.read_text(errors='replace')}"
-        ) from None
 
 
 def stop(proc: subprocess.Popen, log: Path) -> int:
