@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from convert.compact import compact_quantized
 from convert.parity import Parity, keras_probabilities, parity_metrics, tflite_probabilities
 from device import runtime
 from device.contract import BINARY_LABELS, THREE_CLASS_LABELS, ModelCard, card_path, sha256_file
@@ -319,6 +320,10 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         except Exception as exc:  # the converter raises its own types with pages of MLIR text
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise RuntimeError(f"{model_path}: {kind} conversion failed ({type(exc).__name__}: {first})") from exc
+        if kind in ("int8", "uint8"):
+            raw = len(tflite)
+            tflite = compact_quantized(tflite)
+            log.info("%s: shared identical quantization vectors: %d -> %d bytes (lossless)", kind, raw, len(tflite))
         _write_bytes(path, tflite)
         card = ModelCard.from_dict(json.loads(src.to_json()), where=str(card_path(model_path)))
         card.quantization = kind

@@ -315,3 +315,44 @@ def test_parity_metrics_by_hand():
     assert q.agreement == pytest.approx(0.75)
     with pytest.raises(ValueError, match="differ in shape"):
         parity_metrics(keras_p, tfl_p[:2], y, 1, 0.5)
+
+
+@pytest.mark.slow
+def test_compaction_is_lossless_and_smaller(assets):
+    """The int8 file's identical quantization vectors are shared; nothing the interpreter reads changes."""
+    import cv2
+    from ai_edge_litert.interpreter import Interpreter
+
+    from convert.compact import compact_quantized
+    from convert.tflite import load_keras_model, to_tflite
+
+    files = sorted((assets.dataset / "with_mask").glob("*.jpg"))[:8]
+    images = np.stack([cv2.resize(cv2.imread(str(f))[:, :, ::-1], (SIZE, SIZE)) for f in files])
+    raw = to_tflite(load_keras_model(assets.model), "int8", images.astype(np.float32))
+    small = compact_quantized(raw)
+    assert len(small) < len(raw)
+
+    def interpreter(content: bytes):
+        it = Interpreter(model_content=content)
+        it.allocate_tensors()
+        return it
+
+    a, b = interpreter(raw), interpreter(small)
+    ta, tb = a.get_tensor_details(), b.get_tensor_details()
+    assert [t["name"] for t in ta] == [t["name"] for t in tb]
+    for x, y in zip(ta, tb, strict=True):
+        assert x["dtype"] == y["dtype"] and list(x["shape"]) == list(y["shape"])
+        for key in ("scales", "zero_points"):
+            assert np.array_equal(x["quantization_parameters"][key], y["quantization_parameters"][key]), x["name"]
+    inp = a.get_input_details()[0]
+    for x in (images.astype(np.int16) - 128).astype(np.int8):
+        outs = []
+        for it in (a, b):
+            it.set_tensor(inp["index"], x[None])
+            it.invoke()
+            outs.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
+        assert np.array_equal(*outs)
+    # What convert wrote is the compacted file.
+    assert assets.int8.stat().st_size < len(raw)
+    with pytest.raises(ValueError, match="TFL3"):
+        compact_quantized(b"not a model at all")
