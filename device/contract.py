@@ -99,8 +99,23 @@ def resize_face(image_rgb: np.ndarray, size: int) -> np.ndarray:
 
     h, w = image_rgb.shape[:2]
     interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
-    out = cv2.resize(np.ascontiguousarray(image_rgb), (size, size), interpolation=interp)
+    out = cv2.resize(cv_view(image_rgb), (size, size), interpolation=interp)
     return out.astype(np.uint8, copy=False)
+
+
+def cv_view(image: np.ndarray) -> np.ndarray:
+    """``image`` as OpenCV can take it without a copy when possible.
+
+    A crop of a frame is a view whose rows are strided: OpenCV reads that as a sub-matrix, so
+    copying it (some 200 KB per face) is wasted time on the Pi. Only views OpenCV rejects
+    (negative or element-gapped strides, e.g. a mirrored frame) are copied.
+    """
+    a = np.asarray(image)
+    s = a.strides
+    if a.ndim >= 2 and s[0] > 0 and s[1] == a.itemsize * (a.shape[2] if a.ndim == 3 else 1) and (
+            a.ndim == 2 or s[2] == a.itemsize):
+        return a
+    return np.ascontiguousarray(a)
 
 
 def crop_face(

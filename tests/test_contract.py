@@ -65,3 +65,20 @@ def test_card_roundtrip_and_errors(tmp_path):
     card_path(model).write_text("{nope")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_card_for(model)
+
+
+def test_cv_view_copies_only_what_opencv_rejects():
+    import cv2
+
+    from device.contract import cv_view, resize_face
+
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    crop = frame[10:90, 20:100]  # strided rows: OpenCV reads it as a sub-matrix
+    assert cv_view(crop) is crop and cv_view(frame) is frame
+    for bad in (frame[:, ::-1], frame[::-1], frame[..., ::-1], frame[::2, ::2]):
+        view = cv_view(bad)
+        assert view.flags.c_contiguous and not np.shares_memory(view, frame)
+        assert np.array_equal(view, bad)
+    # Same pixels whichever way the crop is handed over.
+    ref = cv2.resize(np.ascontiguousarray(crop), (32, 32), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(resize_face(crop, 32), ref)

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device.contract import cv_view
 from device.detectors.anchors import FULL_RANGE, SHORT_RANGE, AnchorOptions, generate_anchors
 from device.detectors.base import Face, check_frame
 from device.runtime import input_info, load_interpreter, output_info
@@ -100,8 +101,9 @@ def letterbox(rgb: np.ndarray, size: int, out: np.ndarray | None = None) -> tupl
         out = np.zeros((size, size, 3), dtype=np.uint8)
     else:
         out.fill(0)
-    # OpenCV rejects views with negative or odd strides (a mirrored camera frame); copy only those.
-    resized = cv2.resize(np.ascontiguousarray(rgb), (lb.new_width, lb.new_height), interpolation=RESIZE_INTERPOLATION)
+    # Frames with padded rows are used as they are; only views OpenCV rejects (negative or odd
+    # strides, e.g. a mirrored frame) are copied.
+    resized = cv2.resize(cv_view(rgb), (lb.new_width, lb.new_height), interpolation=RESIZE_INTERPOLATION)
     out[lb.pad_y:lb.pad_y + lb.new_height, lb.pad_x:lb.pad_x + lb.new_width] = resized
     return out, lb
 
