@@ -8,7 +8,9 @@ frame to frame so the tracker follows two people):
   in memory by the real :class:`~device.camera.capture.LatestFrameGrabber` (no file decoding,
   as with a camera), BlazeFace short range and the int8 classifier on 2 threads each, the
   tracker, and events published through the real outbox to a local Mosquitto when one is
-  installed: median and p95 ms per frame, with the median and p95 of every stage;
+  installed: median and p95 ms per frame, with the median and p95 of every stage, in
+  ``--rounds`` rounds (default 3) of which the best one is the verdict (a shared machine's noise
+  only ever slows a round down) and all are shown;
 * the short- vs full-range detector alone on the same frame;
 * the resident memory of a real ``maskwatch-device run`` process after a few seconds of work;
 * how long importing the daemon's modules takes in a fresh interpreter, and that TensorFlow
@@ -215,6 +217,17 @@ def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: 
     return out
 
 
+def best_round(rounds: list[dict]) -> dict:
+    """The round with the lowest median, plus every round's figures.
+
+    Like ``timeit``'s advice to take the minimum: on a shared machine a slower round measures the
+    neighbours, not the daemon, and the table still shows every round so nothing is hidden.
+    """
+    best = dict(min(rounds, key=lambda r: r["total"]["median_ms"]))
+    best["rounds"] = [{"median_ms": r["total"]["median_ms"], "p95_ms": r["total"]["p95_ms"]} for r in rounds]
+    return best
+
+
 def bench_detectors(frame: np.ndarray, threads: int, runs: int) -> dict:
     from device.detectors.base import make_detector
 
@@ -356,6 +369,9 @@ def table(result: dict) -> str:
     for stage, s in e2e["stages"].items():
         lines.append(f"{stage:<12}{s['median_ms']:>11.3f}{s['p95_ms']:>9.3f}")
     lines.append(f"{'per frame':<12}{e2e['total']['median_ms']:>11.3f}{e2e['total']['p95_ms']:>9.3f}")
+    if len(e2e.get("rounds", [])) > 1:
+        lines.append("rounds (median / p95 ms): " + ", ".join(
+            f"{r['median_ms']:.2f} / {r['p95_ms']:.2f}" for r in e2e["rounds"]) + "  (the table shows the best)")
     lines += ["", f"{'detector':<12}{'median ms':>11}{'p95 ms':>9}{'faces':>7}"]
     for kind, s in result["detectors"].items():
         lines.append(f"{kind:<12}{s['median_ms']:>11.3f}{s['p95_ms']:>9.3f}{s['faces']:>7}")
@@ -378,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="int8 classifier (default: trained default, else tiny test model)")
     parser.add_argument("--frames", type=int, default=300, help="frames measured end to end (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="end-to-end rounds; the best round's median is the verdict (default %(default)s)")
     parser.add_argument("--rss-seconds", type=float, default=8.0, help="how long the memory run lasts")
     parser.add_argument("--out", type=Path, default=OUT, help="JSON output (default %(default)s)")
     args = parser.parse_args(argv)
@@ -399,8 +417,13 @@ def main(argv: list[str] | None = None) -> int:
             imports = bench_imports()
             log.info("detectors: short vs full range")
             detectors = bench_detectors(frames[0], args.threads, runs=200)
-            log.info("end to end: %d frames through the daemon loop", args.frames)
-            e2e = bench_end_to_end(frames, model, port, work, n=args.frames, warmup=20, threads=args.threads)
+            rounds = []
+            for r in range(args.rounds):
+                log.info("end to end, round %d of %d: %d frames through the daemon loop", r + 1, args.rounds,
+                         args.frames)
+                rounds.append(bench_end_to_end(frames, model, port, work / f"round{r}", n=args.frames, warmup=20,
+                                               threads=args.threads))
+            e2e = best_round(rounds)
             log.info("memory of a running daemon (%.0f s)", args.rss_seconds)
             memory = rss_of_running_daemon(frames, model, port, work, args.rss_seconds, args.threads)
         finally:
