@@ -96,12 +96,13 @@ def _metrics(report: dict[str, Any]) -> dict[str, Any]:
     return {k: report[k] for k in keep if k in report}
 
 
-def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict) -> dict[str, Any]:
+def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict,
+                 suffix: str = "") -> dict[str, Any]:
     from train.evaluate import evaluate
 
     data = ensure_dataset("all", [SHARED / "datasets/faces-classify", SHARED / "datasets/faces-voc"], data_root,
                           split=True)
-    name = f"all-{size}"
+    name = f"all-{size}{suffix}"
     run = train_run(name, data, runs, size, retrain, extra)
     report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test")
     m = _metrics(report)
@@ -113,18 +114,19 @@ def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: boo
         "train_minutes": {"value": round(minutes, 2), "limit": MAX_TRAIN_MINUTES,
                           "passed": minutes <= MAX_TRAIN_MINUTES},
     }
-    doc = {"name": name, "kind": "target", "input_size": size, "data": str(data), "train": run, "test": m,
-           "targets": targets, "all_passed": all(t["passed"] for t in targets.values())}
+    doc = {"name": name, "kind": "target", "input_size": size, "overrides": extra, "data": str(data), "train": run,
+           "test": m, "targets": targets, "all_passed": all(t["passed"] for t in targets.values())}
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
-def bench_generalization(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict) -> dict:
+def bench_generalization(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict,
+                         suffix: str = "") -> dict:
     from train.evaluate import evaluate
 
     classify = ensure_dataset("classify", [SHARED / "datasets/faces-classify"], data_root, split=True)
     voc = ensure_dataset("voc", [SHARED / "datasets/faces-voc"], data_root, split=False)
-    name = f"classify-{size}"
+    name = f"classify-{size}{suffix}"
     run = train_run(name, classify, runs, size, retrain, extra)
     model = Path(run["model"])
     own = _metrics(evaluate(model, classify, "test", out=runs / name / "eval_test"))  # sets the card threshold
@@ -172,7 +174,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-generalization", action="store_true", help="only the target run(s)")
     p.add_argument("--retrain", action="store_true", help="train again even when a run's model exists")
     p.add_argument("--epochs-finetune", type=int, help="override the default fine-tune epochs")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any TrainConfig field for a recipe experiment, e.g. --set label_smoothing=0.1 "
+                        "(repeatable; the runs are named all-<size>-<tag>, see --tag)")
+    p.add_argument("--tag", default="", help="suffix of the run names, to keep an experiment beside the default")
     return p.parse_args(argv)
+
+
+def overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs -> TrainConfig keyword arguments, typed like the field's default."""
+    from dataclasses import fields
+
+    from train.fit import TrainConfig
+
+    types = {f.name: type(f.default) for f in fields(TrainConfig) if f.name not in ("data", "out")}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(types))}")
+        kind = types[key]
+        try:
+            out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        except ValueError:
+            raise SystemExit(f"--set {pair!r}: {key} takes a {kind.__name__}") from None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,10 +208,12 @@ def run(args: argparse.Namespace) -> int:
     data_root, runs = out / "data", out / "runs"
     sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     extra = {} if args.epochs_finetune is None else {"epochs_finetune": args.epochs_finetune}
+    extra.update(overrides(args.set))
+    suffix = f"-{args.tag}" if args.tag else ""
     os.environ.setdefault("KERAS_HOME", str(SHARED / "keras-home"))
-    docs = [bench_target(s, data_root, runs, out, args.retrain, extra) for s in sizes]
+    docs = [bench_target(s, data_root, runs, out, args.retrain, extra, suffix) for s in sizes]
     if not args.skip_generalization:
-        docs.append(bench_generalization(sizes[0], data_root, runs, out, args.retrain, extra))
+        docs.append(bench_generalization(sizes[0], data_root, runs, out, args.retrain, extra, suffix))
     summary = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                            "python": platform.python_version()},
                "runs": docs, "all_passed": all(d.get("all_passed", True) for d in docs)}

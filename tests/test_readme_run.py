@@ -1,0 +1,152 @@
+"""The README's "Training on your own data" walkthrough, run command for command on real faces.
+
+Each line of that section's shell block runs as written, as a subprocess of the installed
+``maskwatch`` / ``maskwatch-device`` scripts, in a scratch folder, with ONLY these substitutions
+(the README's placeholders for things a reader has and this machine has not):
+
+* ``~/datasets/faces-classify`` and ``~/datasets/faces-voc``: small real subsets of
+  ``../shared/datasets`` (so the default training recipe finishes in about a minute);
+* ``https://example.org/masks.zip --sha256 <hex>``: the same kind of archive served by a local
+  HTTP server on 127.0.0.1, with its real checksum;
+* ``photo.jpg``: a real photo from ``../shared/media``.
+
+Every command must exit 0 and leave what the README says it leaves. The sections that need a
+Raspberry Pi, systemd or a broker on the network are covered elsewhere (``test_systemd``,
+``test_alerts_cli``) and only parsed here (``test_readme``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SECTION = "## Training on your own data"
+#: Real faces per class in the faces-classify subset; enough that the float32 and int8 models agree
+#: on the small val split (convert's default parity floor is 99 %).
+PER_CLASS = 90
+VOC_SCENES = 24
+
+pytestmark = pytest.mark.slow
+
+
+def walkthrough() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def test_the_walkthrough_covers_the_whole_workflow():
+    steps = [" ".join(shlex.split(line)[:3]) for line in walkthrough()]
+    for expected in ("maskwatch data import", "maskwatch data split", "maskwatch data fetch", "maskwatch train",
+                     "maskwatch evaluate", "maskwatch convert", "maskwatch-device bench", "maskwatch predict"):
+        assert any(s.startswith(expected) for s in steps), expected
+
+
+def _subsets(shared: Path, home: Path) -> None:
+    src = shared / "datasets" / "faces-classify"
+    for label in ("with_mask", "without_mask"):
+        dest = home / "datasets" / "faces-classify" / label
+        dest.mkdir(parents=True)
+        for f in sorted(p for p in (src / label).iterdir() if p.is_file())[:PER_CLASS]:
+            shutil.copy(f, dest / f.name)
+    voc = shared / "datasets" / "faces-voc"
+    dest = home / "datasets" / "faces-voc"
+    (dest / "images").mkdir(parents=True)
+    (dest / "annotations").mkdir()
+    for xml in sorted((voc / "annotations").glob("*.xml"))[:VOC_SCENES]:
+        image = next(p for p in (voc / "images").iterdir() if p.stem == xml.stem)
+        shutil.copy(xml, dest / "annotations" / xml.name)
+        shutil.copy(image, dest / "images" / image.name)
+
+
+def _serve(folder: Path):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _masks_zip(shared: Path, folder: Path) -> Path:
+    """A folder-per-class archive like the ones published online, made of real faces."""
+    folder.mkdir()
+    path = folder / "masks.zip"
+    src = shared / "datasets" / "faces-classify"
+    with zipfile.ZipFile(path, "w") as zf:
+        for label in ("with_mask", "without_mask"):
+            for f in sorted(p for p in (src / label).iterdir() if p.is_file())[-12:]:
+                zf.write(f, f"masks/{label}/{f.name}")
+    return path
+
+
+def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
+    pytest.importorskip("tensorflow")
+    keras_home = shared / "keras-home"
+    if not keras_home.is_dir():
+        pytest.skip(f"{keras_home} (the offline ImageNet weights) is absent")
+    home = tmp_path / "home"
+    _subsets(shared, home)
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(shared / "media" / "pic1.jpeg", work / "photo.jpg")
+    archive = _masks_zip(shared, tmp_path / "www")
+    httpd = _serve(archive.parent)
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/masks.zip"
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "HOME": str(home), "KERAS_HOME": str(keras_home), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    outputs = {}
+    try:
+        for line in walkthrough():
+            line = line.replace("https://example.org/masks.zip", url).replace("<hex>", sha)
+            words = [os.path.expanduser(w).replace(os.path.expanduser("~"), str(home)) for w in shlex.split(line)]
+            assert shutil.which(words[0], path=env["PATH"]), f"{words[0]} is not installed"
+            proc = subprocess.run(words, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, f"`{line}` exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            outputs[" ".join(words[:3])] = proc.stdout + proc.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    # What the README says each step leaves behind.
+    assert (work / "data/faces/manifest.csv").is_file()
+    assert list((work / "data/faces").glob("**/*.png")), "data report writes PNGs"
+    assert (work / "data/web/manifest.csv").is_file()
+    assert list((work / "data/synthetic-masks").glob("**/*.jpg")), "add-masks writes masked faces"
+    run = work / "runs/default"
+    for name in ("model.keras", "model.json", "curves.png", "history.csv", "config.json"):
+        assert (run / name).is_file(), name
+    card = json.loads((run / "model.json").read_text())
+    assert card["input_size"] == 128 and card["labels"] == ["with_mask", "without_mask"]
+    assert 0 < card["threshold"] < 1
+    for kind in ("int8", "float32"):
+        assert (work / f"models/default_{kind}.tflite").is_file()
+        assert (work / f"models/default_{kind}.json").is_file()
+    assert list((work / "out").glob("*.jpg")), "predict --annotate writes the annotated photo"
+    bench = next(v for k, v in outputs.items() if k.startswith("maskwatch-device bench"))
+    assert "int8" in bench and "float32" in bench
