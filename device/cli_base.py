@@ -54,6 +54,13 @@ def run(prog: str, description: str, table: Commands, argv: Sequence[str] | None
         return int(args._main(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as Unix tools do. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (FileNotFoundError, ValueError, RuntimeError, PermissionError) as exc:
         # Expected failures (bad input, missing files) end with one clear line, no traceback.
         if args.verbose:

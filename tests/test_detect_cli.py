@@ -90,3 +90,16 @@ def test_command_line_errors_exit_2_with_one_line(media, tmp_path):
     assert proc.returncode == 2
     assert "error: the yunet detector needs a model file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(media):
+    """``maskwatch-device detect --json ... | head -1``: no BrokenPipeError traceback."""
+    files = [str(p) for p in sorted(media.iterdir())] * 40
+    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "detect", "--json", *files], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away while the command still has lines to print
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert json.loads(first)["faces"]
+    assert "Traceback" not in err and "BrokenPipe" not in err
