@@ -150,3 +150,69 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
     assert list((work / "out").glob("*.jpg")), "predict --annotate writes the annotated photo"
     bench = next(v for k, v in outputs.items() if k.startswith("maskwatch-device bench"))
     assert "int8" in bench and "float32" in bench
+
+
+def _section(title: str) -> str:
+    return README.read_text(encoding="utf-8").split(title, 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_subscribe_commands_print_the_readme_event(broker):
+    """The two "subscribe without writing code" lines, pointed at a local broker, receive the
+    README's own example event (which must be valid against the schema)."""
+    import jsonschema
+    import paho.mqtt.client as mqtt
+
+    section = _section("## MQTT: topics and payloads")
+    event = json.loads(re.search(r"```json\n(.*?)```", section, flags=re.S).group(1))
+    schema = json.loads((ROOT / "device/schemas/event.schema.json").read_text())
+    jsonschema.validate(event, schema)
+    lines = [ln.split(" #", 1)[0].strip() for ln in re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
+             .splitlines() if ln.strip()]
+    assert [ln.split()[0] for ln in lines] == ["maskwatch-device", "mosquitto_sub"]
+    if shutil.which("mosquitto_sub") is None:
+        pytest.skip("mosquitto_sub is not installed (apt-get install mosquitto-clients)")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    procs = []
+    for line in lines:
+        words = [broker.host if w == "broker.local" else w for w in shlex.split(line)]
+        if words[0] == "mosquitto_sub":
+            words += ["-p", str(broker.port), "-C", "1", "-W", "30"]
+        else:
+            words += ["--port", str(broker.port), "--count", "1", "--timeout", "30"]
+        procs.append(subprocess.Popen(words, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            pub.publish(f"maskwatch/{event['device_id']}/events", json.dumps(event), qos=1).wait_for_publish(5)
+            time.sleep(0.5)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    outs = [p.communicate(timeout=30) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    alerts, raw = outs[0][0], outs[1][0]
+    assert "without_mask" in alerts and "entrance" in alerts
+    topic, payload = raw.strip().split(" ", 1)
+    assert topic == "maskwatch/entrance/events" and json.loads(payload) == event
+
+
+def test_readme_detector_figures_are_what_detect_prints(shared, detector_model):
+    """"Measured results" says the short-range detector finds 2, 3, 1 and 1 faces in the shared photos."""
+    text = _section("## Measured results")
+    command = re.search(r"\(`(maskwatch-device detect \.\./shared/media/\*)`\)", text).group(1)
+    claimed = {k: int(v) for k, v in re.findall(r"(pic1|pic2|pic3|demo2): (\d+)", text)}
+    assert len(claimed) == 4
+    words = shlex.split(command)
+    files = sorted((shared / "media").iterdir())
+    exe = Path(sys.executable).parent / words[0]
+    proc = subprocess.run([str(exe), *words[1:-1], "--json", *map(str, files)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    found = {Path(r["image"]).stem: len(r["faces"]) for r in map(json.loads, proc.stdout.splitlines())}
+    assert found == claimed
