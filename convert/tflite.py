@@ -10,7 +10,9 @@ quantization parameters, calibration size, parity metrics, source sha256).
 Conversion uses ``TFLiteConverter.from_keras_model``: with Keras 3 it traces the model in
 inference mode, so augmentation layers vanish (``model.export`` + ``from_saved_model`` fails on
 them). With the Rescaling layer inside the model the int8 input gets scale ~1 and zero point
--128: raw pixels 0..255 map onto the int8 range with no precision lost.
+-128: raw pixels 0..255 map onto the int8 range with no precision lost. The int8 file is then
+compacted losslessly (:mod:`convert.compact`: identical per-channel quantization vectors stored
+once), which is what brings it under 0.30x of the float32 file.
 """
 
 from __future__ import annotations
