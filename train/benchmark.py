@@ -70,14 +70,17 @@ def train_run(name: str, data: Path, runs: Path, size: int, retrain: bool, extra
 
     out = runs / name
     model = out / "model.keras"
+    cfg = TrainConfig(data=str(data), out=str(out), input_size=size, **extra)
     if model.exists() and not retrain:
-        log.info("reusing trained model %s (pass --retrain to train again)", model)
         config = json.loads((out / "config.json").read_text())
-        return {"model": str(model), "reused": True, "seconds": config.get("seconds", {}),
-                "cpu_seconds": config.get("benchmark_cpu_seconds")}
+        changed = recipe_changes(config, cfg)
+        if not changed:
+            log.info("reusing trained model %s (pass --retrain to train again)", model)
+            return {"model": str(model), "reused": True, "seconds": config.get("seconds", {}),
+                    "cpu_seconds": config.get("benchmark_cpu_seconds")}
+        log.info("%s was trained with another recipe (%s): training again", model, ", ".join(changed))
     if out.exists():
         shutil.rmtree(out)
-    cfg = TrainConfig(data=str(data), out=str(out), input_size=size, **extra)
     cpu0, t0 = _cpu_seconds(), time.monotonic()
     result = train(cfg)
     wall, cpu = time.monotonic() - t0, _cpu_seconds() - cpu0
@@ -87,6 +90,15 @@ def train_run(name: str, data: Path, runs: Path, size: int, retrain: bool, extra
     return {"model": str(model), "reused": False, "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
             "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
             "epochs": {p: sum(1 for r in result.history if r["phase"] == p) for p in ("head", "finetune")}}
+
+
+def recipe_changes(saved: dict[str, Any], cfg: Any) -> list[str]:
+    """Recipe fields whose value differs between a saved run's config.json and ``cfg``."""
+    from dataclasses import asdict
+
+    ignore = {"data", "out", "name", "overwrite"}
+    return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in asdict(cfg).items()
+            if k not in ignore and saved.get(k) != v]
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, Any]:
