@@ -364,6 +364,23 @@ def test_archives_import_and_merge(tmp_path):
     assert all(r.source.startswith(str(tarred)) for r in read_manifest(tmp_path / "b"))
 
 
+def test_a_wrapper_named_like_a_label_is_not_a_class(tmp_path):
+    """``masks/with_mask/…`` + ``masks/without_mask/…``: "masks" is an alias of with_mask, but a
+    folder holding class folders is a wrapper; before the fix every face came out with_mask."""
+    tree = make_tree(tmp_path / "masks")
+    for src in ([tmp_path / "masks"], [_zip_tree(tree, tmp_path / "masks.zip", prefix="masks/")]):
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+        report = import_sources(src, out)
+        assert report.imported == 6
+        assert Counter(r.label for r in read_manifest(out)) == {"with_mask": 3, "without_mask": 3}
+    # A class folder of that name without class folders inside is still a class.
+    plain = tmp_path / "plain" / "masks"
+    plain.mkdir(parents=True)
+    smooth_image(5).save(plain / "a.png")
+    import_sources([tmp_path / "plain"], tmp_path / "out-plain")
+    assert [r.label for r in read_manifest(tmp_path / "out-plain")] == ["with_mask"]
+
+
 def test_archive_with_path_traversal_is_rejected(tmp_path):
     tree = make_tree(tmp_path / "tree")
     evil = _zip_tree(tree, tmp_path / "evil.zip")

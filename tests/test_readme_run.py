@@ -136,7 +136,10 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
     # What the README says each step leaves behind.
     assert (work / "data/faces/manifest.csv").is_file()
     assert list((work / "data/faces").glob("**/*.png")), "data report writes PNGs"
-    assert (work / "data/web/manifest.csv").is_file()
+    from train.data.manifest import read_manifest
+
+    fetched = {r.label for r in read_manifest(work / "data/web")}
+    assert fetched == {"with_mask", "without_mask"}, "fetch keeps the archive's classes apart"
     assert list((work / "data/synthetic-masks").glob("**/*.jpg")), "add-masks writes masked faces"
     run = work / "runs/default"
     for name in ("model.keras", "model.json", "curves.png", "history.csv", "config.json"):

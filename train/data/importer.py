@@ -259,12 +259,12 @@ class _Scanner:
                 continue
             if layout_voc and child in (layout_voc.images, layout_voc.annotations):
                 continue
-            label = normalize_label(child.name) if child.is_dir() else None
+            label = normalize_label(child.name) if child.is_dir() and _is_class_folder(child) else None
             if label:
                 classes.append((child, label))
             else:
                 info.ignored.append(display(child) + ("/" if child.is_dir() else ""))
-        if not classes and not layout_voc and normalize_label(root.name):
+        if not classes and not layout_voc and _is_class_folder(root):
             classes, info.ignored = [(root, normalize_label(root.name))], []  # a class folder itself
         if not classes and not layout_voc:
             seen = ", ".join(info.ignored[:8]) or "nothing"
@@ -328,15 +328,28 @@ class _Scanner:
         return items
 
 
+def _holds_classes(folder: Path) -> bool:
+    """A folder with class sub-folders is a wrapper even when its own name is a label alias
+    (an archive ``masks/`` holding ``with_mask/`` and ``without_mask/``)."""
+    try:
+        return any(c.is_dir() and not _hidden(c.name) and normalize_label(c.name) for c in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _is_class_folder(folder: Path) -> bool:
+    return bool(normalize_label(folder.name)) and not _holds_classes(folder)
+
+
 def _unwrap(root: Path) -> Path:
     """Descend through wrapper folders (one visible sub-folder, no images), as archives often have."""
     for _ in range(4):
-        if voc.find_voc_dirs(root) or normalize_label(root.name):
+        if voc.find_voc_dirs(root) or _is_class_folder(root):
             return root
         children = [c for c in root.iterdir() if not _hidden(c.name)]
         dirs = [c for c in children if c.is_dir()]
         loose_images = [c for c in children if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES]
-        if len(dirs) != 1 or loose_images or any(normalize_label(d.name) for d in dirs):
+        if len(dirs) != 1 or loose_images or any(_is_class_folder(d) for d in dirs):
             return root
         root = dirs[0]
     return root
