@@ -115,3 +115,24 @@ def test_faces_of_one_scene_share_a_split():
     for scene in range(40):
         assert len({assignment[f"g{scene}_{k}"] for k in range(3)}) == 1
     assert set(assignment.values()) == {"train", "val", "test"}
+
+
+def test_crowded_scenes_are_not_all_sent_to_train():
+    """Scene units of very different sizes (1 to 12 faces): every split gets its share of scene
+    faces and of crowded scenes. Largest-first placement put every crowded scene in train."""
+    from train.data.manifest import Row
+    from train.data.split import assign_splits
+
+    rows = [Row(f"with_mask/p{i}.jpg", "with_mask", f"classify/p{i}.jpg", f"p{i}", "0" * 16, f"p{i}", 90, 90)
+            for i in range(300)]
+    for scene in range(120):
+        for k in range(1 + scene % 12):
+            rows.append(Row(f"with_mask/s{scene}_{k}.jpg", "with_mask", f"voc/s{scene}.jpg#box{k}",
+                            f"s{scene}_{k}", "0" * 16, f"g{scene}_{k}", 24, 24))
+    assignment = assign_splits(rows, 0.15, 0.15, seed=0)
+    scene_rows = [r for r in rows if "#box" in r.source]
+    per_split = Counter(assignment[r.group] for r in scene_rows)
+    for split, fraction in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
+        assert abs(per_split[split] / len(scene_rows) - fraction) < 0.06, per_split
+    crowded = {f"g{s}_0" for s in range(120) if 1 + s % 12 >= 8}
+    assert {assignment[g] for g in crowded} == {"train", "val", "test"}

@@ -10,7 +10,9 @@ result depends on the seed and the data only, not on the manifest's row order.
 
 Faces cropped from one scene photo (PASCAL VOC: ``scene.jpg#box<N>``) are different people but
 share the scene's light, camera and background; they are kept in one split too, so a test face
-never has a sibling from the same photo in train.
+never has a sibling from the same photo in train. Scene faces form their own strata and their
+units are placed in shuffled order (not largest first), so crowded scenes with small faces land
+in every split in proportion instead of all in train.
 """
 
 from __future__ import annotations
@@ -56,18 +58,24 @@ def assign_splits(rows: list[Row], val: float = 0.15, test: float = 0.15, seed: 
     members: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         members[unit_of[r.group]].append(r)
-    by_label: dict[str, list[str]] = defaultdict(list)
+    # Strata: label x kind (whole photos vs faces cut from scene photos), so each split gets its
+    # share of scene faces too, not only of each label.
+    strata: dict[tuple[str, bool], list[str]] = defaultdict(list)
     for gid in sorted(members):
         counts = Counter(r.label for r in members[gid])
         label = min(counts, key=lambda lab: (-counts[lab], lab))
-        by_label[label].append(gid)
+        strata[(label, any(scene_of(r.source) for r in members[gid]))].append(gid)
 
     rng = random.Random(seed)
     assignment: dict[str, str] = {}
-    for label in sorted(by_label):
-        gids = by_label[label]
+    for (_label, scenes) in sorted(strata):
+        gids = strata[(_label, scenes)]
         rng.shuffle(gids)
-        gids.sort(key=lambda g: -len(members[g]))  # stable: equal sizes keep the shuffled order
+        if not scenes:
+            # Duplicate groups (copies of one photo) go largest first: fractions come out exact.
+            # Scene units stay in shuffled order: their size is how crowded the photo is, and
+            # largest-first sent every crowded scene, with its many small faces, to train.
+            gids.sort(key=lambda g: -len(members[g]))  # stable: equal sizes keep the shuffled order
         total = sum(len(members[g]) for g in gids)
         have = dict.fromkeys(SPLITS, 0)
         for gid in gids:
