@@ -24,6 +24,7 @@ the output says which. Results go to ``bench/device/bench.json`` and a table on 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -417,12 +418,16 @@ def main(argv: list[str] | None = None) -> int:
             imports = bench_imports()
             log.info("detectors: short vs full range")
             detectors = bench_detectors(frames[0], args.threads, runs=200)
+            gc.collect()
             rounds = []
             for r in range(args.rounds):
                 log.info("end to end, round %d of %d: %d frames through the daemon loop", r + 1, args.rounds,
                          args.frames)
                 rounds.append(bench_end_to_end(frames, model, port, work / f"round{r}", n=args.frames, warmup=20,
                                                threads=args.threads))
+                # The finished round's interpreters sit in reference cycles: without a collection
+                # their thread pools stay alive and the next round shares the cores with them.
+                gc.collect()
             e2e = best_round(rounds)
             log.info("memory of a running daemon (%.0f s)", args.rss_seconds)
             memory = rss_of_running_daemon(frames, model, port, work, args.rss_seconds, args.threads)
