@@ -68,10 +68,10 @@ def assign_splits(rows: list[Row], val: float = 0.15, test: float = 0.15, seed: 
 
     rng = random.Random(seed)
     assignment: dict[str, str] = {}
-    for (_label, scenes) in sorted(strata):
-        gids = strata[(_label, scenes)]
+    for key in sorted(strata):
+        gids = strata[key]
         rng.shuffle(gids)
-        if not scenes:
+        if not key[1]:  # whole photos
             # Duplicate groups (copies of one photo) go largest first: fractions come out exact.
             # Scene units stay in shuffled order: their size is how crowded the photo is, and
             # largest-first sent every crowded scene, with its many small faces, to train.
