@@ -144,6 +144,22 @@ def logged_events(text: str) -> list[tuple[str, int]]:
     return [(kind, int(track)) for kind, track in EVENT_LINE.findall(text)]
 
 
+def wait_ends_logged(log: Path, n: int, timeout: float, what: str) -> None:
+    """Until the daemon's log shows ``n`` people's ``end`` events (raised, whether sent or queued)."""
+    wait_until(lambda: len([t for t in logged_events(log.read_text()) if t[0] == "end"]) >= n, timeout, what)
+
+
+def broker_back_then_all_events(broker: Broker, proc: subprocess.Popen, log: Path, rec: Recorder,
+                                people: int) -> list[dict]:
+    """Start the broker again, let the daemon finish, and return every event the recorder got."""
+    broker.start()
+    assert finish(proc, log) == 0, log.read_text()
+    rec.wait(lambda r: len([e for e in unique(r.events()) if e["type"] == "end"]) >= people, 20,
+             f"all {people} 'end' events")
+    time.sleep(0.3)  # a stray extra event would show up now
+    return rec.events()
+
+
 def assert_delivered_in_order(received: list[dict], log_text: str, people: int) -> list[dict]:
     """Exactly one new and one end per person, in the order the daemon raised them."""
     events = unique(received)
@@ -261,22 +277,10 @@ def test_broker_sigkilled_mid_run_every_event_arrives_afterwards_in_order(
             down_at = time.time()
             wait_until(lambda: "MQTT: connection to" in log.read_text(), 10, "the daemon to notice")
             # People come and go while nothing listens; the daemon must carry on regardless.
-            wait_until(
-                lambda: len([t for t in logged_events(log.read_text()) if t[0] == "end"]) >= 3,
-                20,
-                "two more people to come and go while the broker is dead",
-            )
+            wait_ends_logged(log, 3, 20, "two more people to come and go while the broker is dead")
             assert proc.poll() is None
             up_at = time.time()
-            broker.start()
-            assert finish(proc, log) == 0, log.read_text()
-            rec.wait(
-                lambda r: len([e for e in unique(r.events()) if e["type"] == "end"]) >= people,
-                20,
-                f"all {people} 'end' events",
-            )
-            time.sleep(0.3)  # a stray extra event would show up now
-            received = rec.events()
+            received = broker_back_then_all_events(broker, proc, log, rec, people)
             after = [m.json() for m in rec.on(f"{PREFIX}/state")[n_states:] if not m.retain]
         finally:
             rec.stop()
@@ -327,23 +331,11 @@ def test_broker_unreachable_at_start_retries_with_backoff_then_delivers_the_queu
             30,
             "the first failed connection attempt",
         )[0]
-        wait_until(
-            lambda: len([t for t in logged_events(log.read_text()) if t[0] == "end"]) >= 2,
-            30,
-            "two people to come and go while the broker is unreachable",
-        )
+        wait_ends_logged(log, 2, 30, "two people to come and go while the broker is unreachable")
         wait_until(lambda: time.time() > log_time(first_fail) + 3.0, 5, "3 s of failed attempts")
         assert proc.poll() is None
         up_at = time.time()
-        broker.start()
-        assert finish(proc, log) == 0, log.read_text()
-        rec.wait(
-            lambda r: len([e for e in unique(r.events()) if e["type"] == "end"]) >= people,
-            20,
-            f"all {people} 'end' events",
-        )
-        time.sleep(0.3)
-        received = rec.events()
+        received = broker_back_then_all_events(broker, proc, log, rec, people)
         last = states(rec, live_only=True)[-1]
     finally:
         rec.stop()
