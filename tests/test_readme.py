@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
-def shell_lines() -> list[str]:
-    """Command lines of the README's ```sh blocks, comments stripped."""
-    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def shell_lines(text: str | None = None) -> list[str]:
+    """Command lines of the ```sh blocks of ``text`` (default: the whole README), comments stripped."""
+    text = README.read_text(encoding="utf-8") if text is None else text
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     lines = []
     for block in blocks:
         for line in block.splitlines():

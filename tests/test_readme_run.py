@@ -33,8 +33,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_readme import README, shell_lines
+
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 SECTION = "## Training on your own data"
 #: Real faces per class in the faces-classify subset; enough that the float32 and int8 models agree
 #: on the small val split (convert's default parity floor is 99 %).
@@ -44,16 +45,13 @@ VOC_SCENES = 24
 pytestmark = pytest.mark.slow
 
 
+def section(title: str) -> str:
+    """The README's text from the heading ``title`` to the next ``## `` heading."""
+    return README.read_text(encoding="utf-8").split(title, 1)[1].split("\n## ", 1)[0]
+
+
 def walkthrough() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    lines = []
-    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
-        for line in block.splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line and not line.startswith("#"):
-                lines.append(line)
-    return lines
+    return shell_lines(section(SECTION))
 
 
 def test_the_walkthrough_covers_the_whole_workflow():
@@ -155,22 +153,17 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
     assert "int8" in bench and "float32" in bench
 
 
-def _section(title: str) -> str:
-    return README.read_text(encoding="utf-8").split(title, 1)[1].split("\n## ", 1)[0]
-
-
 def test_readme_subscribe_commands_print_the_readme_event(broker):
     """The two "subscribe without writing code" lines, pointed at a local broker, receive the
     README's own example event (which must be valid against the schema)."""
     import jsonschema
     import paho.mqtt.client as mqtt
 
-    section = _section("## MQTT: topics and payloads")
-    event = json.loads(re.search(r"```json\n(.*?)```", section, flags=re.S).group(1))
+    mqtt_section = section("## MQTT: topics and payloads")
+    event = json.loads(re.search(r"```json\n(.*?)```", mqtt_section, flags=re.S).group(1))
     schema = json.loads((ROOT / "device/schemas/event.schema.json").read_text())
     jsonschema.validate(event, schema)
-    lines = [ln.split(" #", 1)[0].strip() for ln in re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
-             .splitlines() if ln.strip()]
+    lines = shell_lines(mqtt_section)
     assert [ln.split()[0] for ln in lines] == ["maskwatch-device", "mosquitto_sub"]
     if shutil.which("mosquitto_sub") is None:
         pytest.skip("mosquitto_sub is not installed (apt-get install mosquitto-clients)")
@@ -207,7 +200,7 @@ def test_readme_subscribe_commands_print_the_readme_event(broker):
 
 def test_readme_detector_figures_are_what_detect_prints(shared, detector_model):
     """"Measured results" says the short-range detector finds 2, 3, 1 and 1 faces in the shared photos."""
-    text = _section("## Measured results")
+    text = section("## Measured results")
     command = re.search(r"\(`(maskwatch-device detect \.\./shared/media/\*)`\)", text).group(1)
     claimed = {k: int(v) for k, v in re.findall(r"(pic1|pic2|pic3|demo2): (\d+)", text)}
     assert len(claimed) == 4
