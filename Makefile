@@ -75,13 +75,13 @@ demo: setup
 	$(BIN)/python -m train.demo
 
 bench: setup
-	$(BIN)/python -m convert.benchmark
+	$(BIN)/python -m benchmarks.quantization
 
 bench-train: setup
-	$(BIN)/python -m train.benchmark
+	$(BIN)/python -m benchmarks.train
 
 bench-device: setup
-	$(BIN)/python -m device.benchmark
+	$(BIN)/python -m benchmarks.daemon
 
 clean:
 	rm -rf runs bench demo-out .pytest_cache .ruff_cache .cache

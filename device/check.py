@@ -44,7 +44,7 @@ def resolve_detector_path(cfg: Any) -> tuple[Path | None, bool]:
     ``STATE_DIR/models`` (where install.sh puts it), then in ``$MASKWATCH_MODELS`` / ``models/``.
     A BlazeFace file whose sha256 is not the pinned one is refused (ChecksumError names it).
     """
-    from device.detectors import fetch
+    from device.detectors import model_files as fetch
 
     kind = cfg.detector.kind
     pinned = fetch.MODELS.get(kind)

@@ -12,7 +12,7 @@ COMMANDS: cli_base.Commands = {
     "alerts": ("device.comms.alerts", "subscribe to a maskwatch broker and print events"),
     "bench": ("device.bench", "benchmark .tflite models: size, latency, accuracy"),
     "detect": ("device.detectors.cli", "find faces in image files and print the boxes"),
-    "fetch-models": ("device.detectors.fetch", "fetch the face-detector models (checksummed)"),
+    "fetch-models": ("device.detectors.model_files", "fetch the face-detector models (checksummed)"),
 }
 
 

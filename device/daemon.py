@@ -54,11 +54,11 @@ class Daemon:
                  grabber_factory: Any = None, record_timings: bool = False):
         """``grabber_factory(camera_cfg)`` replaces the camera grabber and ``record_timings`` keeps
         every frame's stage times in :attr:`timings` (both for the benchmark)."""
-        from device.camera.tracker import Tracker
+        from device.captures import Monitor
         from device.health import Notifier, RateLimitedLog, Watchdog
-        from device.monitor import Monitor
         from device.pipeline import Pipeline
         from device.state import DeviceState
+        from device.tracking.tracker import Tracker
 
         self.cfg = cfg
         self.parts = parts

@@ -28,7 +28,7 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def detector_model() -> Path:
-    from device.detectors.fetch import model_path
+    from device.detectors.model_files import model_path
 
     try:
         return model_path("short", MODELS)

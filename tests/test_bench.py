@@ -282,7 +282,7 @@ def test_memory_readings_follow_an_allocation():
 
 
 # --------------------------------------------------------------------------------------------
-# make bench (convert.benchmark): targets and the whole flow on the tiny run
+# make bench (benchmarks.quantization): targets and the whole flow on the tiny run
 # --------------------------------------------------------------------------------------------
 
 
@@ -296,7 +296,7 @@ def _doc(size_ratio=0.27, p50_ratio=0.5, delta=-0.4, agree=0.995, f1=0.985, thre
 
 
 def test_targets_pass_and_fail_at_their_limits():
-    from convert.benchmark import evaluate_targets
+    from benchmarks.quantization import evaluate_targets
 
     assert all(t.passed for t in evaluate_targets(_doc()))
     assert all(t.passed for t in evaluate_targets(_doc(0.30, 0.60, -0.5, 0.99, 0.98)))  # limits are inclusive
@@ -313,7 +313,7 @@ def test_targets_pass_and_fail_at_their_limits():
 @pytest.mark.slow
 def test_make_bench_flow_on_the_tiny_run(pair, tmp_path, capsys):
     pytest.importorskip("tensorflow")
-    from convert.benchmark import main as make_bench
+    from benchmarks.quantization import main as make_bench
     from tests.test_convert import _BUILT
 
     model = _BUILT["assets"].model  # the pair fixture built it (workstation run)

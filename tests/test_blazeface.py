@@ -240,7 +240,7 @@ def short(detector_model):
 
 @pytest.fixture(scope="module")
 def full():
-    from device.detectors.fetch import model_path
+    from device.detectors.model_files import model_path
 
     try:
         path = model_path("full", MODELS)

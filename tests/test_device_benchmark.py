@@ -1,4 +1,4 @@
-"""``make bench-device`` (``python -m device.benchmark``): it runs end to end and its JSON holds
+"""``make bench-device`` (``python -m benchmarks.daemon``): it runs end to end and its JSON holds
 what the README quotes. The speed targets themselves are judged by the benchmark, not here."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from device.benchmark import best_round
+from benchmarks.daemon import best_round
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def test_best_round_is_the_fastest_and_every_round_is_kept():
 def test_benchmark_runs_and_writes_its_json(shared, detector_model, tiny_classifier, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "device.benchmark", "--model", str(tiny_classifier), "--frames", "40", "--rounds", "2",
+        [sys.executable, "-m", "benchmarks.daemon", "--model", str(tiny_classifier), "--frames", "40", "--rounds", "2",
          "--rss-seconds", "3", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from device.comms.queue import Outbox
+from device.comms.outbox import Outbox
 from tests.daemon_helpers import (
     NotifyListener,
     Recorder,

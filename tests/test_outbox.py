@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from device.comms.queue import ACK_NAME, LOG_NAME, Outbox
+from device.comms.outbox import ACK_NAME, LOG_NAME, Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_out_of_order_ack_only_advances_the_contiguous_offset(tmp_path):
 
 
 def test_bound_drops_oldest_and_counts(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="device.comms.queue"), Outbox(tmp_path, max_items=5) as ob:
+    with caplog.at_level(logging.WARNING, logger="device.comms.outbox"), Outbox(tmp_path, max_items=5) as ob:
         for i in range(3):
             ob.append("t", f"e{i}")
         inflight = ob.take(2)  # e0, e1 handed to the sender
@@ -82,7 +82,7 @@ def test_corrupt_and_truncated_lines_are_skipped_with_a_warning(tmp_path, caplog
         + (good[2] + "\n").encode()
         + good[3].encode()[:-5]                               # torn last line, no newline
     )
-    with caplog.at_level(logging.WARNING, logger="device.comms.queue"), Outbox(tmp_path) as ob:
+    with caplog.at_level(logging.WARNING, logger="device.comms.outbox"), Outbox(tmp_path) as ob:
         assert ob.corrupt_lines == 4
         assert payloads(ob.take(10)) == ["e1", "e2", "e4"]
         ob.append("t", "fresh")
@@ -109,7 +109,7 @@ def test_corrupt_offset_file_resends_everything(tmp_path, caplog):
         for i in range(3):
             ob.append("t", f"e{i}")
     (tmp_path / ACK_NAME).write_text("garbage")
-    with caplog.at_level(logging.WARNING, logger="device.comms.queue"), Outbox(tmp_path) as ob:
+    with caplog.at_level(logging.WARNING, logger="device.comms.outbox"), Outbox(tmp_path) as ob:
         assert payloads(ob.take(10)) == ["e0", "e1", "e2"]
     assert "corrupt" in caplog.text
 
@@ -140,7 +140,7 @@ def test_second_user_of_the_same_outbox_is_refused(tmp_path):
 CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[2])
-from device.comms.queue import Outbox
+from device.comms.outbox import Outbox
 ob = Outbox(sys.argv[1], sync_interval_s=60)   # no fsync: the kernel still has every write
 for i in range(50):
     ob.append("t", f"e{i}")

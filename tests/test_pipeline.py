@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.camera.tracker import Tracker, TrackEvent
 from device.classifier import MaskClassifier
 from device.config import TrackerConfig
 from device.detectors.base import Face, make_detector
 from device.pipeline import LabelScores, Pipeline, filter_faces, keep_face
+from device.tracking.tracker import Tracker, TrackEvent
 from tests.daemon_helpers import Walk, face_photos, render, two_people_walks
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.camera.tracker import (
+from device.config import TrackerConfig
+from device.tracking.tracker import (
     Tracker,
     centre_distance_matrix,
     greedy_match,
     iou_matrix,
 )
-from device.config import TrackerConfig
 
 LABELS = ("with_mask", "without_mask")
 ALERT = "without_mask"
@@ -258,7 +258,7 @@ def test_a_person_lost_in_the_middle_of_the_picture_is_reopened_with_frame_size(
 
 
 def test_walked_out():
-    from device.camera.tracker import walked_out
+    from device.tracking.tracker import walked_out
 
     assert walked_out(np.array([0, 100, 60, 160]), np.zeros(2), (640, 480))  # touches the left edge
     assert walked_out(np.array([560, 100, 638, 160]), np.zeros(2), (640, 480))  # right edge

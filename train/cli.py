@@ -22,7 +22,7 @@ COMMANDS: cli_base.Commands = {
     "predict": ("train.predict", "find faces in photos and classify each"),
     "convert": ("convert.tflite", "quantize a Keras model to int8 (and float32) TFLite"),
     "bench": ("device.bench", "benchmark .tflite models: size, latency, accuracy"),
-    "fetch-models": ("device.detectors.fetch", "fetch the face-detector models (checksummed)"),
+    "fetch-models": ("device.detectors.model_files", "fetch the face-detector models (checksummed)"),
 }
 
 

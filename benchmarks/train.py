@@ -1,4 +1,4 @@
-"""``make bench-train`` (``python -m train.benchmark``): the training targets on the real data.
+"""``make bench-train`` (``python -m benchmarks.train``): the training targets on the real data.
 
 Runs (each with the default recipe: MobileNetV2 alpha 1.0, ImageNet weights, 128 px):
 
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("train.benchmark")
+log = logging.getLogger("benchmarks.train")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASKWATCH_SHARED", ROOT.parent / "shared"))
@@ -192,7 +192,7 @@ def markdown(docs: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
     p.add_argument("--sizes", default="128", help="input sizes for the target run, comma separated (default 128)")
     p.add_argument("--skip-generalization", action="store_true", help="only the target run(s)")

@@ -1,4 +1,4 @@
-"""``make bench-device`` (``python -m device.benchmark``): the daemon's cost per frame.
+"""``make bench-device`` (``python -m benchmarks.daemon``): the daemon's cost per frame.
 
 What it measures, on 640x480 frames with two real faces (unmasked faces from
 ``../shared/datasets/faces-classify`` pasted onto a plain background, moving a little from
@@ -53,8 +53,8 @@ STAGES = ("capture", "detect", "classify", "track", "publish", "monitor")
 #: What the daemon imports at run time (the interpreter included).
 DAEMON_IMPORTS = (
     "device.daemon", "device.check", "device.config", "device.pipeline", "device.classifier", "device.runtime",
-    "device.detectors.base", "device.detectors.blazeface", "device.camera.capture", "device.camera.tracker",
-    "device.comms.mqtt", "device.comms.events", "device.health", "device.monitor", "device.state",
+    "device.detectors.base", "device.detectors.blazeface", "device.camera.capture", "device.tracking.tracker",
+    "device.comms.mqtt", "device.comms.events", "device.health", "device.captures", "device.state",
 )
 
 
@@ -391,7 +391,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device.benchmark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.daemon", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="int8 classifier (default: trained default, else tiny test model)")
     parser.add_argument("--frames", type=int, default=300, help="frames measured end to end (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")

@@ -1,4 +1,4 @@
-"""``make bench`` (``python -m convert.benchmark``): is the int8 model worth shipping?
+"""``make bench`` (``python -m benchmarks.quantization``): is the int8 model worth shipping?
 
 Converts the default trained model to float32 and int8, benchmarks both on the dataset's TEST
 split with the device's benchmark (interleaved timing, same process), and checks the targets
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-log = logging.getLogger("convert.benchmark")
+log = logging.getLogger("benchmarks.quantization")
 
 DEFAULT_MODEL = Path("runs/default/model.keras")
 DEFAULT_OUT = Path("bench/convert")
@@ -78,7 +78,7 @@ def pi_command(models: Sequence[Path], data: Path) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m convert.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quantization", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"Keras model (default {DEFAULT_MODEL})")
     p.add_argument("--data", type=Path, help="dataset folder (default: the run's config.json)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
