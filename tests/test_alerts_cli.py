@@ -115,3 +115,81 @@ def test_password_file_authenticates_and_a_wrong_one_is_one_clear_line(tmp_path)
         assert len(res.stderr.strip().splitlines()) == 1
     finally:
         broker.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Untrusted payloads
+# --------------------------------------------------------------------------------------------
+
+
+def publish_raw(broker, messages: list[tuple[str, bytes]]) -> None:
+    """Publish payloads exactly as given (the device's publisher would refuse the bad ones)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for topic, payload in messages:
+            client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def mutated(i: int, **fields) -> bytes:
+    return json.dumps({**make_event(i), **fields}).encode()
+
+
+HOSTILE = {
+    "type is an object": mutated(1, type={"a": 1}),
+    "400-digit score": mutated(2, score=10**400),
+    "400-digit frame_time": mutated(3, frame_time=10**400),
+    "400-digit box value": mutated(4, box=[10**400, 0, 1, 1]),
+    "infinite score": mutated(5).replace(b'"score": 0.91', b'"score": Infinity'),
+    "box of floats": mutated(6, box=[10.5, 20, 110, 140]),
+    "100k nested [": b"[" * 100_000,
+    "deeply nested field": mutated(7, label="@").replace(b'"@"', b"[" * 900 + b"]" * 900),
+    "5000-digit number": b'{"score": ' + b"9" * 5000 + b"}",
+    "not UTF-8": b'{"type": "\xff\xfe"}',
+    "a list": b"[1, 2, 3]",
+    "missing fields": b'{"type": "new"}',
+}
+
+
+def test_hostile_payloads_are_skipped_one_line_each_and_the_next_event_is_printed(broker):
+    proc = start_alerts(broker, "--count", "1", "--timeout", "30")
+    valid = make_event(9)
+    publish_raw(broker, [("maskwatch/door-pi/events", p) for p in HOSTILE.values()]
+                + [("maskwatch/door-pi/events", json.dumps(valid).encode())])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [format_event(valid)]
+    skipped = [line for line in err.splitlines() if line.startswith("skipping a message on maskwatch/door-pi/events: ")]
+    assert len(skipped) == len(HOSTILE), err
+    assert all(len(line) < 300 for line in skipped), err
+    assert "Traceback" not in err
+    assert "nested too deeply" in err and "'type'" in err and "'score'" in err and "'box'" in err
+
+
+TERMINAL_ATTACK = "door\x1b[2J\x1b]0;pwned\x07\x9b31m\u202epi"
+
+
+def test_control_characters_are_escaped_in_human_output(broker):
+    proc = start_alerts(broker, "--count", "1", "--timeout", "30")
+    event = {**make_event(1), "device_id": TERMINAL_ATTACK}
+    publish_raw(broker, [("maskwatch/door-pi/events", json.dumps(event).encode())])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "door\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\u202epi" in out
+    assert all(c.isprintable() for c in out.rstrip("\n")), repr(out)
+
+
+def test_json_output_stays_exact_json_with_control_characters(broker):
+    proc = start_alerts(broker, "--json", "--count", "1", "--timeout", "30")
+    event = {**make_event(1), "device_id": TERMINAL_ATTACK}
+    publish_raw(broker, [("maskwatch/door-pi/events", json.dumps(event, ensure_ascii=False).encode())])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert json.loads(out) == event
+    assert "\x1b" not in out and "\x9b" not in out  # JSON's own escaping: \u001b

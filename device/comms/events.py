@@ -52,12 +52,19 @@ def model_info(name: str, sha256: str, quantization: str, threshold: float) -> d
 
 def _number(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     # numbers.Real also admits numpy scalars (float32 scores straight from the model).
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _finite(value):
         raise ValueError(f"event field {name!r} must be a finite number, got {value!r}")
     value = float(value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"event field {name!r} must be within {lo}..{hi}, got {value!r}")
     return value
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (400 digits in a received event)
+        return False
 
 
 def _check_model(model: Any) -> dict[str, Any]:
@@ -118,7 +125,7 @@ class Event:
         self.top_score = round(_number("top_score", self.top_score, 0.0, 1.0), 4)
         try:
             box = [int(round(float(v))) for v in self.box]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"event field 'box' must be 4 numbers [x0, y0, x1, y1], got {self.box!r}") from None
         if len(box) != 4:
             raise ValueError(f"event field 'box' must be 4 numbers [x0, y0, x1, y1], got {self.box!r}")
@@ -143,13 +150,20 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: Any) -> Event:
-        """Parse a received or hand-made event; exactly the schema's fields, or ValueError."""
+        """Parse a received or hand-made event; exactly the schema's fields, or ValueError.
+
+        Stricter than the constructor where the schema is: ``box`` must already be 4 integers
+        >= 0 (the constructor rounds and clips values straight from the detector).
+        """
         if not isinstance(data, dict):
             raise ValueError(f"an event must be a JSON object, got {type(data).__name__}")
         missing = [k for k in FIELD_ORDER if k not in data]
         extra = sorted(set(data) - set(FIELD_ORDER))
         if missing or extra:
             raise ValueError(f"event fields: missing {missing}, unknown {extra}")
+        box = data["box"]
+        if not (isinstance(box, list) and len(box) == 4 and all(type(v) is int and v >= 0 for v in box)):
+            raise ValueError(f"event field 'box' must be 4 integers >= 0 [x0, y0, x1, y1], got {box!r}")
         return cls(**{k: data[k] for k in FIELD_ORDER})
 
     @classmethod
