@@ -263,18 +263,23 @@ class MqttPublisher:
             "reconnects": self._reconnects,
             "connect_failures": self._failures,
             "snapshots_skipped": self._snapshots_skipped,
+            "outbox": self._outbox.status,
         }
 
     def publish_event(self, event: dict | Event) -> None:
         """Queue one event (QoS 1, not retained) persistently; it is sent in order when possible.
 
-        Raises ValueError naming the field if the event breaks the schema.
+        Raises ValueError naming the field if the event breaks the schema, and
+        :class:`~device.comms.outbox.OutboxWriteError` if it could not be written to disk (it is
+        then sent from memory all the same).
         """
         payload = (event if isinstance(event, Event) else Event.from_dict(event)).to_json()
-        self._outbox.append(self.topics.events, payload)
-        with self._cond:
-            self._kick = True
-            self._cond.notify()
+        try:
+            self._outbox.append(self.topics.events, payload)
+        finally:
+            with self._cond:
+                self._kick = True
+                self._cond.notify()
 
     def publish_state(self, state: dict) -> None:
         """Publish the retained state; only the latest counts, so it is not queued."""
