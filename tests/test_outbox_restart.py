@@ -1,5 +1,6 @@
 """The outbox across a real daemon restart, against a real broker: a damaged line and an
-unreadable file must neither lose the other events nor stop the daemon from starting.
+unreadable file must neither lose the other events nor stop the daemon from starting; an
+event that cannot be written is reported and still sent.
 
 The first "run" is the device's publisher with no broker to talk to (so every event stays on
 disk); the file is then damaged the way an SD card or a person would; the second run is
@@ -9,6 +10,9 @@ arrives comes from the first run.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import pytest
 from device.comms.events import Event, model_info
 from device.comms.mqtt import MqttConfig, MqttPublisher
 from device.comms.outbox import LOG_NAME, REJECTED_NAME, UNREADABLE_PREFIX
-from tests.daemon_helpers import Recorder, finish, start_daemon
+from tests.daemon_helpers import ROOT, Recorder, finish, start_daemon
 from tests.mosquitto import free_port
 from tests.test_faults import DEVICE, PREFIX, assert_outbox_empty, empty_frames, make_config, states, unique
 
@@ -92,3 +96,53 @@ def test_unreadable_outbox_is_moved_aside_and_the_daemon_runs(tmp_path, broker, 
     assert f"the outbox {outbox / LOG_NAME} was unreadable (Is a directory): moved aside to {aside[0]}" in out
     assert received == [] and "Traceback" not in out
 
+
+
+SENDER = """
+import json, resource, signal, sys, time
+sys.path.insert(0, sys.argv[4])
+from device.comms.mqtt import MqttConfig, MqttPublisher
+
+host, port, state = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+event = json.loads(sys.stdin.readline())
+pub = MqttPublisher(MqttConfig(host=host, port=port, discovery=False), event["device_id"], state)
+pub.start()
+deadline = time.monotonic() + 20
+while not pub.connected and time.monotonic() < deadline:
+    time.sleep(0.02)
+# A 10-byte file-size limit: the record is cut short by the kernel (SIGXFSZ ignored).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    pub.publish_event(event)
+    error = None
+except OSError as exc:
+    error = str(exc)
+while pub.status["queued"] and time.monotonic() < deadline:
+    time.sleep(0.02)
+status = pub.status
+pub.stop()
+print(json.dumps({"error": error, "status": status}))
+"""
+
+
+def test_an_event_that_cannot_be_written_is_reported_and_still_sent(tmp_path, broker):
+    """The caller hears of the failed write (the daemon counts a publish error), and the event,
+    kept in memory, still reaches the broker while the process runs."""
+    event = queue_events(tmp_path / "unused", 1)[0]
+    script = tmp_path / "sender.py"
+    script.write_text(SENDER)
+    with Recorder(broker.host, broker.port, [f"{PREFIX}/#"]) as rec:
+        r = subprocess.run([sys.executable, str(script), broker.host, str(broker.port), str(tmp_path / "state"),
+                            str(ROOT)], input=json.dumps(event) + "\n", capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rec.wait(lambda r: r.events(), 10, "the event")
+        received = rec.events()
+    out = json.loads(r.stdout)
+    assert out["error"] and "kept in memory only" in out["error"] and "File too large" in out["error"]
+    assert received == [event]
+    status = out["status"]
+    assert status["queued"] == 0 and status["delivered"] == 1, status
+    assert status["outbox"]["write_errors"] == 1 and "File too large" in status["outbox"]["last_error"], status
+    assert "cannot write the outbox" in r.stderr
+    assert (tmp_path / "state" / "outbox" / LOG_NAME).read_bytes() == b""  # no half record left behind
