@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -154,6 +155,22 @@ def test_increasing_run(seqs, kept):
     assert sorted(increasing_run(seqs)) == kept
 
 
+def test_increasing_run_is_a_longest_one():
+    import itertools
+    import random
+
+    def longest(seqs):  # by brute force
+        return max(r for r in range(len(seqs) + 1) for c in itertools.combinations(seqs, r)
+                   if all(a < b for a, b in itertools.pairwise(c)))
+
+    rng = random.Random(1)
+    for _ in range(300):
+        seqs = [rng.randint(1, 6) for _ in range(rng.randint(0, 7))]
+        kept = sorted(increasing_run(seqs))
+        assert all(seqs[a] < seqs[b] for a, b in itertools.pairwise(kept)), (seqs, kept)
+        assert len(kept) == longest(seqs), (seqs, kept)
+
+
 def test_increasing_run_on_a_full_queue():
     seqs = list(range(1, 20001))
     seqs[5] = 10**9
@@ -267,6 +284,47 @@ def test_unreadable_log_is_moved_aside_and_a_fresh_one_started(tmp_path, caplog,
         assert os.readlink(aside) == "/proc/self/mem"
     with Outbox(tmp_path) as ob:
         assert ob.set_aside is None and payloads(ob.take(10)) == ["after"]
+
+
+def test_read_error_midway_keeps_what_was_read(tmp_path, monkeypatch, caplog):
+    """An I/O error after some lines (no real mechanism gives one mid-file, so it is injected):
+    the lines before it are delivered from the fresh log, the file is moved aside."""
+    import builtins
+
+    import device.comms.outbox as outbox_module
+
+    write_events(tmp_path, 4)
+    real_open = builtins.open
+
+    class FailsAfterTwoLines:
+        def __init__(self, path):
+            self.fh = real_open(path, "rb")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def __iter__(self):
+            for n, line in enumerate(self.fh):
+                if n == 2:
+                    raise OSError(errno.EIO, "Input/output error")
+                yield line
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if Path(path) == tmp_path / LOG_NAME and mode == "rb":
+            return FailsAfterTwoLines(path)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(outbox_module, "open", fake_open, raising=False)
+    with caplog.at_level(logging.ERROR, logger="device.comms.outbox"), Outbox(tmp_path) as ob:
+        assert ob.set_aside is not None and payloads(ob.take(10)) == ["e1", "e2"]
+    monkeypatch.undo()
+    assert "was unreadable (Input/output error)" in caplog.text
+    assert len(ob.set_aside.read_bytes().splitlines()) == 4  # the whole file, kept as it was
+    with Outbox(tmp_path) as ob:  # the fresh log holds what could be read
+        assert payloads(ob.take(10)) == ["e1", "e2"]
 
 
 # --------------------------------------------------------------------------------------------
