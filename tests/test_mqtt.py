@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from device.comms.discovery import STATE_KEYS
 from device.comms.events import Event, model_info
 from device.comms.mqtt import MqttConfig, MqttPublisher
+from device.config import ConfigError
 from tests.mosquitto import Broker, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -419,7 +420,7 @@ def test_tls_good_ca_connects_wrong_ca_does_not_and_client_cert_works(tmp_path, 
 
 def test_missing_tls_file_is_a_clear_error(tmp_path):
     cfg = MqttConfig(tls=True, ca_file=str(tmp_path / "nope.crt"))
-    with pytest.raises(FileNotFoundError, match="nope.crt"):
+    with pytest.raises(ConfigError, match="mqtt.ca_file: file not found: .*nope.crt"):
         MqttPublisher(cfg, "pi", tmp_path / "state")
     # The outbox lock was released: a corrected config can use the same state dir.
     MqttPublisher(MqttConfig(), "pi", tmp_path / "state").stop()
