@@ -54,6 +54,28 @@ STOPPED = "stopped"
 #: The same connection problem is logged at most once per this many seconds (then counted).
 LOG_REPEAT_S = 60.0
 _BAD_CREDENTIALS = (134, 135)  # "Bad user name or password", "Not authorized"
+_SESSION_TAKEN_OVER = 142  # MQTT 5's reason when another client connected with our id
+
+
+class QuickDrops:
+    """Counts connections the broker closed soon after accepting them.
+
+    Several in a row is the signature of another client using the same client id: the broker
+    drops the older connection whenever the other one (re)connects, so two devices left with
+    one id knock each other off every few seconds. MQTT 3.1.1 gives no reason, hence the count.
+    """
+
+    def __init__(self, within_s: float = 10.0, count: int = 3, window_s: float = 60.0):
+        self.within_s, self.count, self.window_s = within_s, count, window_s
+        self._times: list[float] = []
+
+    def lost(self, connected_for_s: float, now: float) -> bool:
+        """Record one lost connection; True when it is (at least) the ``count``-th quick one in ``window_s``."""
+        if connected_for_s > self.within_s:
+            self._times.clear()
+            return False
+        self._times = [t for t in self._times if now - t <= self.window_s] + [now]
+        return len(self._times) >= self.count
 
 
 def _plain(value: Any) -> Any:
@@ -137,6 +159,8 @@ class MqttPublisher:
         self._pump: threading.Thread | None = None
         # Status (plain attributes written by one thread, read by anyone).
         self._connected = False
+        self._connected_at = 0.0
+        self._quick_drops = QuickDrops()
         self._ever_connected = False
         self._reconnects = 0
         self._failures = 0
@@ -302,6 +326,7 @@ class MqttPublisher:
             self._reconnects += 1
         self._ever_connected = True
         self._connected = True
+        self._connected_at = time.monotonic()
         failures, self._failures_since_ok = self._failures_since_ok, 0
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" after {failures} failed attempts" if failures else "")
@@ -331,6 +356,10 @@ class MqttPublisher:
         if was:
             if reason == "Unspecified error":  # what paho says when the socket just closed
                 reason = "the broker closed the connection or the network failed"
+            now = time.monotonic()
+            if self._quick_drops.lost(now - self._connected_at, now) or reason_code.value == _SESSION_TAKEN_OVER:
+                reason += (f"; the broker keeps closing the connection right after accepting it: "
+                           f"another client with the same id {self.client_id!r}? (give each device its own device_id)")
             self._last_error = f"connection lost: {reason}"
             log.warning("MQTT: connection to %s:%d lost (%s); events wait in the outbox, reconnecting",
                         self.cfg.host, self.cfg.port, reason)
