@@ -10,7 +10,7 @@ its working directory under systemd). Rules that involve two fields are each sec
 ``check`` method, run once after loading (and by :class:`~device.comms.mqtt.MqttPublisher` for
 a config built in code).
 
-Why no validation library: pydantic (with its compiled core) or msgspec would replace the ~100
+Why no validation library: pydantic (with its compiled core) or msgspec would replace the ~80
 lines of :class:`Rule` but add a dependency to the Pi, and neither gives "did you mean" hints
 or our dotted field names without translating its own errors back.
 
