@@ -151,12 +151,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from device.config import load_config
+    from device.config import device_id_warning, load_config
 
     cfg = load_config(args.config)
     parts = load_components(cfg)
     for line in summary_lines(cfg, parts):
         print(line)
+    warning = device_id_warning(cfg.device_id)
+    if warning:
+        print(f"device_id    WARNING {warning}")
     problem = state_dir_writable(cfg.state_dir)
     print(f"state dir    {cfg.state_dir}: {'writable' if problem is None else 'WARNING ' + problem}")
     if args.no_camera:

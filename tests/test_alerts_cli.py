@@ -103,6 +103,8 @@ def test_password_file_authenticates_and_a_wrong_one_is_one_clear_line(tmp_path)
         good, bad = tmp_path / "good.pw", tmp_path / "bad.pw"
         good.write_text("right-horse-battery\n")
         bad.write_text("nope\n")
+        good.chmod(0o600)
+        bad.chmod(0o600)
         proc = start_alerts(broker, "--username", "alice", "--password-file", str(good), "--timeout", "0.2")
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

@@ -9,20 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from device.comms.mqtt import MqttConfig
 from device.config import (
+    QUEUE_MAX_CAP,
     CameraConfig,
     ClassifierConfig,
     ConfigError,
     DaemonConfig,
     DetectorConfig,
+    MqttConfig,
     SnapshotConfig,
     TrackerConfig,
     UncertainConfig,
     config_from_dict,
     config_to_dict,
     default_device_id,
+    device_id_warning,
     load_config,
+    read_machine_id,
+    read_password_file,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,20 +42,19 @@ SECTIONS = {
     "uncertain": UncertainConfig,
 }
 TOP_LEVEL = ["device_id", "device_name", "state_dir", "state_interval_s"]
-MQTT_EXTRA = ["password_file"]  # accepted in [mqtt], not an MqttConfig field
 
 
 def all_fields() -> list[str]:
     names = list(TOP_LEVEL)
     for section, cls in SECTIONS.items():
         names += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-    return names + [f"mqtt.{k}" for k in MQTT_EXTRA]
+    return names
 
 
 # Wrong types and out-of-range values for EVERY field. A new field without a case here fails
 # test_every_field_has_bad_value_cases: add its cases.
 BAD: dict[str, list] = {
-    "device_id": ["has space", "a/b", "x#", "", 5],
+    "device_id": ["has space", "a/b", "x#", "", 5, "pi\n"],
     "device_name": ["", 3],
     "state_dir": [3, ""],
     "state_interval_s": [0, -1, "5", True],
@@ -74,6 +77,7 @@ BAD: dict[str, list] = {
     "detector.min_face": [-1, 2.5, "24"],
     "detector.ignore_regions": ["x", [[0, 0, 10]], [[10, 0, 5, 10]], [[0, 0, 1.5, 2]], [[-1, 0, 5, 5]], [5]],
     "detector.num_threads": [0, 1.5, 65],
+    "detector.max_faces": [0, 257, 2.5, "16"],
     "classifier.model_path": [3, ""],
     "classifier.num_threads": [0, "2"],
     "classifier.threshold": [2, -1, "high"],
@@ -95,11 +99,14 @@ BAD: dict[str, list] = {
     "mqtt.ca_file": [5, "no-such-ca.crt"],
     "mqtt.cert_file": [5, "no-such-client.crt"],
     "mqtt.key_file": [5, "no-such-client.key"],
-    "mqtt.tls_insecure": [1],
-    "mqtt.topic_prefix": ["a/#", "site/+/x", "", "a//b", 5],
+    "mqtt.tls_insecure": [1, True],  # true without tls = true
+    "mqtt.topic_prefix": ["a/#", "site/+/x", "", "a//b", 5, "$SYS/{device_id}", "$share/{device_id}",
+                          "a/\x1b[2J/{device_id}", "a/\x00/{device_id}", "a/\x7f{device_id}", "site/door",
+                          "a/../{device_id}", "./{device_id}", "/maskwatch/{device_id}", "maskwatch/{device_id}/",
+                          "x" * 70_000 + "/{device_id}", "a/\ufffe/{device_id}"],
     "mqtt.discovery": ["yes"],
-    "mqtt.discovery_prefix": ["ha/+", "", 3],
-    "mqtt.queue_max": [0, 1.5],
+    "mqtt.discovery_prefix": ["ha/+", "", 3, "/", "$SYS", "ha\x1b", "ha/..", "ha/", "#", "h" * 65_536],
+    "mqtt.queue_max": [0, 1.5, QUEUE_MAX_CAP + 1, 10_000_000],
     "mqtt.reconnect_min_s": [0, "1"],
     "mqtt.reconnect_max_s": [0, -1],
     "mqtt.outbox_sync_s": [-1, "1"],
@@ -262,6 +269,7 @@ def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):
 def test_password_file_env_and_inline_password(tmp_path, caplog):
     secret = tmp_path / "mqtt-password"
     secret.write_text("  s3cret \n")
+    secret.chmod(0o640)
     base = {"mqtt": {"username": "door", "password_file": "mqtt-password"}}
     assert config_from_dict(base, env={}, base_dir=tmp_path).mqtt.password == "s3cret"
     env = {"MASKWATCH_MQTT_PASSWORD": "from-env"}
@@ -274,6 +282,7 @@ def test_password_file_env_and_inline_password(tmp_path, caplog):
         config_from_dict({"mqtt": {"password": "x", "password_file": str(secret)}}, env={})
     assert info.value.field == "mqtt.password"
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "empty").chmod(0o600)
     with pytest.raises(ConfigError, match="is empty") as info:
         config_from_dict({"mqtt": {"password_file": str(tmp_path / "empty")}}, env={})
     assert info.value.field == "mqtt.password_file"
@@ -299,6 +308,163 @@ def test_file_level_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="invalid TOML") as info:
         load_config(bad, env={})
     assert str(bad) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Hardening (issue 12): each of these failed on the code before it
+# --------------------------------------------------------------------------------------------
+
+
+def test_queue_max_is_capped_to_what_fits_the_units_memory_limit():
+    assert config_from_dict({"mqtt": {"queue_max": QUEUE_MAX_CAP}}, env={}).mqtt.queue_max == QUEUE_MAX_CAP
+    with pytest.raises(ConfigError, match=r"integer in 1\.\.100000 \(the cap 100,000 .*MemoryMax=300M") as info:
+        config_from_dict({"mqtt": {"queue_max": 10_000_000}}, env={})
+    assert info.value.field == "mqtt.queue_max"
+    # The cap fits the unit: ~0.9 KB per waiting event in memory (measured while loading a full
+    # outbox) next to the daemon's own ~90 MB stays under MemoryHigh.
+    unit = (ROOT / "systemd" / "maskwatch.service").read_text()
+    high_mb = int(re.search(r"^MemoryHigh=(\d+)M$", unit, re.M).group(1))
+    assert high_mb > 90 + QUEUE_MAX_CAP * 0.9e3 / 1e6
+    paragraph = EXAMPLE.read_text().split("queue_max = ")[0].rsplit("\n\n", 1)[1]
+    assert "100000" in paragraph and "MemoryMax=300M" in paragraph
+
+
+@pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file", "tls_insecure"])
+def test_tls_settings_without_tls_are_an_error_naming_the_field(key, tmp_path):
+    (tmp_path / "x.pem").write_text("x")
+    value = True if key == "tls_insecure" else "x.pem"
+    with pytest.raises(ConfigError, match="mqtt.tls is false") as info:
+        config_from_dict({"mqtt": {key: value}}, env={}, base_dir=tmp_path)
+    assert info.value.field == f"mqtt.{key}"
+    mqtt = {key: value, "tls": True, **({"cert_file": "x.pem"} if key == "key_file" else {})}
+    assert getattr(config_from_dict({"mqtt": mqtt}, env={}, base_dir=tmp_path).mqtt, key)
+
+
+def test_default_device_id_is_unique_per_machine_and_stable(tmp_path):
+    one, two = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    a = default_device_id("raspberrypi", one)
+    assert re.fullmatch(r"raspberrypi-[0-9a-f]{8}", a)
+    assert a == default_device_id("raspberrypi", one)  # the same after a reboot
+    assert a != default_device_id("raspberrypi", two)  # another Pi at the stock host name
+    assert one not in a and one[:8] not in a  # the machine id itself is not published
+    assert len(default_device_id("x" * 80, one)) == 64
+    assert default_device_id("raspberrypi", None) == "raspberrypi"  # no machine id: the host name
+    files = tmp_path / "etc-machine-id", tmp_path / "dbus-machine-id"
+    assert read_machine_id(files) is None  # absent
+    files[1].write_text(two.upper() + "\n")
+    assert read_machine_id(files) == two
+    files[0].write_text("uninitialized\n")  # systemd's first-boot placeholder
+    assert read_machine_id(files) == two
+    files[0].write_text(one + "\n")
+    assert read_machine_id(files) == one
+    cfg = config_from_dict({}, env={})
+    machine_id = read_machine_id()
+    if machine_id is not None:
+        assert cfg.device_id == default_device_id(None, machine_id) != default_device_id(None, None)
+
+
+@pytest.mark.parametrize(("device_id", "warns"), [
+    ("raspberrypi", True), ("RaspberryPi", True), ("localhost", True), ("maskwatch", True),
+    ("raspberrypi-1f3a9c0e", False), ("entrance-1", False),
+])
+def test_a_stock_looking_device_id_gets_a_warning(device_id, warns):
+    warning = device_id_warning(device_id)
+    assert (warning is not None) == warns
+    if warns:
+        assert repr(device_id) in warning and "set device_id" in warning
+
+
+def test_check_warns_about_a_stock_device_id(tmp_path, tiny_classifier, detector_model):
+    import subprocess
+    import sys
+
+    from tests.daemon_helpers import to_toml
+
+    cfg = {"device_id": "raspberrypi", "state_dir": str(tmp_path / "state"),
+           "camera": {"source": "images", "path": str(tmp_path)},
+           "detector": {"model_path": str(detector_model)},
+           "classifier": {"model_path": str(tiny_classifier)}}
+    (tmp_path / "config.toml").write_text(to_toml(cfg))
+    r = subprocess.run([sys.executable, "-m", "device.cli", "check", "--config", str(tmp_path / "config.toml"),
+                        "--no-camera"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^device_id +WARNING device_id 'raspberrypi' is a stock name", r.stdout, re.M), r.stdout
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o666, 0o602])
+def test_a_password_file_others_can_read_is_refused_naming_file_and_mode(mode, tmp_path):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"mqtt": {"password_file": str(secret)}}, env={})
+    assert info.value.field == "mqtt.password_file"
+    assert str(secret) in info.value.message and f"mode {mode:04o}" in info.value.message
+    assert "0640" in info.value.message and "root:maskwatch" in info.value.message
+    assert "s3cret" not in str(info.value)
+
+
+def test_the_password_file_rule_first_line_stripped_private(tmp_path):
+    secret = tmp_path / "pw"
+    for text, expected in [("s3cret\n", "s3cret"), ("  s3cret \r\nsecond line\n", "s3cret"), ("s3cret", "s3cret")]:
+        secret.write_text(text)
+        for mode in (0o600, 0o640, 0o400):
+            secret.chmod(mode)
+            assert read_password_file(secret) == expected
+    for text in ("", "\n", "   \nsecond\n"):
+        secret.write_text(text)
+        with pytest.raises(ValueError, match=f"{re.escape(str(secret))} is empty"):
+            read_password_file(secret)
+    secret.write_bytes(b"\xff\xfe\n")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_password_file(secret)
+    with pytest.raises(ValueError, match="cannot read .*missing"):
+        read_password_file(tmp_path / "missing")
+
+
+def test_the_alerts_cli_reads_the_password_file_by_the_same_rule(tmp_path):
+    import subprocess
+    import sys
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    r = subprocess.run([sys.executable, "-m", "device.cli", "alerts", "--host", "127.0.0.1", "--port", "1",
+                        "--username", "u", "--password-file", str(secret), "--timeout", "1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"--password-file: {secret} is accessible to every user (mode 0644)" in r.stderr
+    assert "s3cret" not in r.stdout + r.stderr
+
+
+def test_the_example_config_and_readme_agree_on_the_password_files_owner_and_mode():
+    example = EXAMPLE.read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "chmod 600" not in example
+    for text in (example, readme):
+        assert re.search(r"0640.{0,40}root:maskwatch|root:maskwatch.{0,40}0640", text, re.S)
+    assert "systemctl show" in example
+
+
+@pytest.mark.parametrize(("data", "field", "message"), [
+    ({"mqtt": {"topic_prefix": "x" * 65_520 + "/{device_id}"}}, "mqtt.topic_prefix", "makes a topic that is 65,5"),
+    ({"mqtt": {"topic_prefix": "é" * 32_760 + "/{device_id}"}}, "mqtt.topic_prefix", "bytes of UTF-8"),
+    ({"mqtt": {"discovery_prefix": "h" * 65_500}}, "mqtt.discovery_prefix", "makes a discovery topic that"),
+])
+def test_the_longest_resulting_topic_fits_mqtts_limit(data, field, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        config_from_dict({"device_id": "pi", **data}, env={})
+    assert info.value.field == field
+    assert len(str(info.value)) < 400  # the value is shortened in the message
+
+
+def test_topics_follow_the_same_rules_for_a_config_built_in_code(tmp_path):
+    from device.comms.topics import Topics
+
+    assert Topics.build("site/{device_id}", "door-1").events == "site/door-1/events"
+    for template, device_id in [("$SYS/{device_id}", "pi"), ("site/door", "pi"), ("a/{device_id}", "a/b"),
+                                ("a/\x1b/{device_id}", "pi"), ("a/../{device_id}", "pi")]:
+        with pytest.raises(ValueError):
+            Topics.build(template, device_id)
 
 
 @pytest.mark.parametrize(("hostname", "expected"), [

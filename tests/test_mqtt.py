@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from device.comms.discovery import STATE_KEYS
 from device.comms.events import Event, model_info
 from device.comms.mqtt import MqttConfig, MqttPublisher
+from device.config import ConfigError
 from tests.mosquitto import Broker, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -419,10 +420,36 @@ def test_tls_good_ca_connects_wrong_ca_does_not_and_client_cert_works(tmp_path, 
 
 def test_missing_tls_file_is_a_clear_error(tmp_path):
     cfg = MqttConfig(tls=True, ca_file=str(tmp_path / "nope.crt"))
-    with pytest.raises(FileNotFoundError, match="nope.crt"):
+    with pytest.raises(ConfigError, match="mqtt.ca_file: file not found: .*nope.crt"):
         MqttPublisher(cfg, "pi", tmp_path / "state")
     # The outbox lock was released: a corrected config can use the same state dir.
     MqttPublisher(MqttConfig(), "pi", tmp_path / "state").stop()
+
+
+def test_two_devices_with_one_id_are_named_as_the_likely_cause(broker, tmp_path, publishers, caplog):
+    # Two real clients with the same client id on a real Mosquitto: the broker drops the older
+    # connection whenever the other one connects, so both keep being kicked off right after
+    # connecting. The log must say so, not only "the broker closed the connection".
+    caplog.set_level(logging.WARNING, logger="device.comms.mqtt")
+    one = publishers(fast(broker, discovery=False), "raspberrypi", tmp_path / "s1")
+    two = publishers(fast(broker, discovery=False), "raspberrypi", tmp_path / "s2")
+    one.start()
+    two.start()
+    hint = "another client with the same id 'maskwatch-raspberrypi'?"
+    assert wait_until(lambda: any(hint in r.getMessage() for r in caplog.records), timeout=30), \
+        [r.getMessage() for r in caplog.records]
+    assert hint in (one.status["last_error"] or "") + (two.status["last_error"] or "")
+
+
+def test_quick_drops_count_only_connections_lost_right_after_connecting():
+    from device.comms.mqtt import QuickDrops
+
+    drops = QuickDrops(within_s=10, count=3, window_s=60)
+    assert not drops.lost(1.0, now=100) and not drops.lost(2.0, now=102)
+    assert drops.lost(1.5, now=104)  # the third within seconds of connecting, within a minute
+    assert drops.lost(0.5, now=106)
+    assert not drops.lost(600.0, now=800)  # a long-lived connection lost once: a network problem
+    assert not drops.lost(1.0, now=801) and not drops.lost(1.0, now=900) and not drops.lost(1.0, now=1000)
 
 
 def test_unreachable_broker_never_raises(tmp_path, publishers):

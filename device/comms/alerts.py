@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", default=DEFAULT_TOPIC, help=f"topic filter (default {DEFAULT_TOPIC!r})")
     p.add_argument("--json", action="store_true", help="print each event as JSON, one per line")
     p.add_argument("--username", help="broker user name")
-    p.add_argument("--password-file", type=Path, help="file whose first line is the password")
+    p.add_argument("--password-file", type=Path, help="file whose first line is the password (not readable by every user)")
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--ca-file", type=Path, help="CA certificate that signed the broker's (with --tls)")
     p.add_argument("--cert-file", type=Path, help="client certificate (with --tls, if the broker wants one)")
@@ -179,16 +179,6 @@ class Watcher:
 # -- the command --------------------------------------------------------------------------------
 
 
-def _read_password(path: Path) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--password-file not found: {path}") from None
-    if not lines or not lines[0]:
-        raise ValueError(f"--password-file {path} is empty (the password is its first line)")
-    return lines[0]
-
-
 def _port(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
@@ -196,8 +186,13 @@ def _port(args: argparse.Namespace) -> int:
 
 
 def _set_credentials(client: Any, args: argparse.Namespace) -> None:
+    from device.config import read_password_file
+
     if args.username:
-        password = _read_password(args.password_file) if args.password_file else None
+        try:
+            password = read_password_file(args.password_file) if args.password_file else None
+        except ValueError as exc:
+            raise ValueError(f"--password-file: {exc}") from None
         client.username_pw_set(args.username, password)
     elif args.password_file:
         raise ValueError("--password-file needs --username")

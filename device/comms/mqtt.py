@@ -29,12 +29,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from device.comms import discovery
 from device.comms.events import Event
 from device.comms.outbox import Outbox
+from device.comms.topics import Topics
+from device.config import MqttConfig
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
@@ -54,49 +54,28 @@ STOPPED = "stopped"
 #: The same connection problem is logged at most once per this many seconds (then counted).
 LOG_REPEAT_S = 60.0
 _BAD_CREDENTIALS = (134, 135)  # "Bad user name or password", "Not authorized"
+_SESSION_TAKEN_OVER = 142  # MQTT 5's reason when another client connected with our id
 
 
-@dataclass
-class MqttConfig:
-    host: str = "localhost"
-    port: int = 1883
-    client_id: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # already resolved by the config loader
-    keepalive: int = 30
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    topic_prefix: str = "maskwatch/{device_id}"  # "{device_id}" is substituted
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    queue_max: int = 10000  # bounded outbox; oldest dropped (and counted) when full
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    #: fsync the outbox at most this often (0 = on every event); see device/comms/outbox.py.
-    outbox_sync_s: float = 1.0
-    #: Events handed to the broker before their PUBACKs come back.
-    max_inflight: int = 100
+class QuickDrops:
+    """Counts connections the broker closed soon after accepting them.
 
+    Several in a row is the signature of another client using the same client id: the broker
+    drops the older connection whenever the other one (re)connects, so two devices left with
+    one id knock each other off every few seconds. MQTT 3.1.1 gives no reason, hence the count.
+    """
 
-@dataclass(frozen=True)
-class Topics:
-    prefix: str
-    availability: str
-    events: str
-    state: str
-    snapshot: str
+    def __init__(self, within_s: float = 10.0, count: int = 3, window_s: float = 60.0):
+        self.within_s, self.count, self.window_s = within_s, count, window_s
+        self._times: list[float] = []
 
-    @classmethod
-    def build(cls, template: str, device_id: str) -> Topics:
-        if not device_id or re.search(r"[/+#\x00]", device_id):
-            raise ValueError(f"device_id {device_id!r} must be non-empty and free of '/', '+', '#'")
-        prefix = template.replace("{device_id}", device_id).strip("/")
-        if not prefix or "//" in prefix or re.search(r"[+#\x00]", prefix):
-            raise ValueError(f"mqtt topic_prefix {template!r} must be a topic without wildcards or empty levels")
-        return cls(prefix, f"{prefix}/availability", f"{prefix}/events", f"{prefix}/state", f"{prefix}/snapshot")
+    def lost(self, connected_for_s: float, now: float) -> bool:
+        """Record one lost connection; True when it is (at least) the ``count``-th quick one in ``window_s``."""
+        if connected_for_s > self.within_s:
+            self._times.clear()
+            return False
+        self._times = [t for t in self._times if now - t <= self.window_s] + [now]
+        return len(self._times) >= self.count
 
 
 def _plain(value: Any) -> Any:
@@ -152,6 +131,7 @@ class MqttPublisher:
         device_name: str = "maskwatch",
         model_info: dict | None = None,
     ):
+        cfg.check(device_id)  # ConfigError naming the field, for a config built in code
         self.cfg = cfg
         self.device_id = device_id
         self.device_name = device_name
@@ -179,6 +159,8 @@ class MqttPublisher:
         self._pump: threading.Thread | None = None
         # Status (plain attributes written by one thread, read by anyone).
         self._connected = False
+        self._connected_at = 0.0
+        self._quick_drops = QuickDrops()
         self._ever_connected = False
         self._reconnects = 0
         self._failures = 0
@@ -207,11 +189,6 @@ class MqttPublisher:
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
-            for what, path in (("ca_file", cfg.ca_file), ("cert_file", cfg.cert_file), ("key_file", cfg.key_file)):
-                if path and not Path(path).is_file():
-                    raise FileNotFoundError(f"mqtt {what} not found: {path}")
-            if cfg.key_file and not cfg.cert_file:
-                raise ValueError("mqtt key_file is set but cert_file is not (the client certificate)")
             try:
                 client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file)
             except (ssl.SSLError, OSError) as exc:
@@ -354,6 +331,7 @@ class MqttPublisher:
             self._reconnects += 1
         self._ever_connected = True
         self._connected = True
+        self._connected_at = time.monotonic()
         failures, self._failures_since_ok = self._failures_since_ok, 0
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" after {failures} failed attempts" if failures else "")
@@ -383,6 +361,10 @@ class MqttPublisher:
         if was:
             if reason == "Unspecified error":  # what paho says when the socket just closed
                 reason = "the broker closed the connection or the network failed"
+            now = time.monotonic()
+            if self._quick_drops.lost(now - self._connected_at, now) or reason_code.value == _SESSION_TAKEN_OVER:
+                reason += (f"; the broker keeps closing the connection right after accepting it: "
+                           f"another client with the same id {self.client_id!r}? (give each device its own device_id)")
             self._last_error = f"connection lost: {reason}"
             log.warning("MQTT: connection to %s:%d lost (%s); events wait in the outbox, reconnecting",
                         self.cfg.host, self.cfg.port, reason)
