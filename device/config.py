@@ -133,11 +133,12 @@ class SnapshotConfig:
 
 @dataclass
 class UncertainConfig:
-    enabled: bool = True
+    enabled: bool = False  # crops are unblurred faces: kept only when asked for
     low: float = 0.3
     high: float = 0.7
     max_files: int = 1000
     min_interval_s: float = 2.0
+    max_age_days: float = 14.0
 
 
 def default_device_id(hostname: str | None = None) -> str:
@@ -222,6 +223,7 @@ _RULES: dict[str, _Rule] = {
     "uncertain.high": _Rule(lo=0, hi=1),
     "uncertain.max_files": _Rule(lo=0, hi=10_000_000),
     "uncertain.min_interval_s": _Rule(lo=0, hi=86400),
+    "uncertain.max_age_days": _Rule(lo=0, lo_open=True, hi=3650),
     "mqtt.host": _Rule(nonempty=True),
     "mqtt.port": _Rule(lo=1, hi=65535),
     "mqtt.client_id": _Rule(nonempty=True),
