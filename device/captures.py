@@ -205,11 +205,11 @@ class UncertainSaver:
                     self._make_private(entry.path, now_wall)  # written by an older version or by hand
         for stem in [s for s, exts in pairs.items() if len(exts) == 1]:  # a crash between the two writes,
             self._remove(stem + pairs.pop(stem).pop())  # or a person moved the JPEG out to label it
-        times = {stem: crop_time(stem) for stem in pairs}
-        for stem, t in times.items():
-            if t is None:  # not our name: judge it by its file's age
-                times[stem] = os.stat(self.folder / f"{stem}.jpg").st_mtime
-        old = expired(times, now_wall, self.max_age_s)  # type: ignore[arg-type]
+        times = {}
+        for stem in pairs:
+            t = crop_time(stem)  # not our name: judge it by its file's age
+            times[stem] = t if t is not None else os.stat(self.folder / f"{stem}.jpg").st_mtime
+        old = expired(times, now_wall, self.max_age_s)
         keep = sorted(stem for stem in pairs if stem not in old)
         over = keep[:max(0, len(keep) - self.max_files)]
         for stem in sorted(old) + over:
@@ -219,7 +219,11 @@ class UncertainSaver:
 
     def _make_private(self, path: str, now_wall: float) -> None:
         try:
-            os.chmod(path, FILE_MODE)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a link swapped in: ELOOP
+            try:
+                os.fchmod(fd, FILE_MODE)
+            finally:
+                os.close(fd)
         except OSError as exc:  # not ours (copied in by root): say so, go on with the rest
             self.errors.record(f"uncertain crop {path}", exc, now_wall)
 
