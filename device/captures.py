@@ -1,24 +1,34 @@
 """What the daemon keeps for people: uncertain-face crops for retraining, and alert snapshots.
 
-Uncertain crops
+Uncertain crops (off by default: they are photos of people's faces)
     A face whose alert score falls within ``[low, high]`` is the model telling us it does not
-    know. Those crops are the most useful ones to label and train on, so the daemon saves
-    them (the frame's most uncertain face, at most one per ``min_interval_s``, bounded to
-    ``max_files``, oldest removed first) as::
+    know. Those crops are the most useful ones to label and train on, so with
+    ``[uncertain] enabled = true`` the daemon saves them (the frame's most uncertain face, at
+    most one per ``min_interval_s``) as::
 
         STATE_DIR/uncertain/unsorted/20250101T120000.123456Z_without_mask_0.54.jpg
         STATE_DIR/uncertain/unsorted/20250101T120000.123456Z_without_mask_0.54.json
+
+    They are not blurred: a pixelated face is useless for training a mask classifier (the mask
+    is what gets pixelated), so the privacy protection is that nothing is kept unless asked
+    for, and what is kept is private and short-lived: files 0600 and folders 0700 whatever the
+    umask, at most ``max_files`` crops, none older than ``max_age_days`` (by the time in the
+    name), removed oldest first. Leftovers (``*.part`` from a crash, a ``.jpg`` without its
+    ``.json`` or the reverse) are removed at start and with every save. The age limit applies
+    while saving is off too, at start and every :data:`SWEEP_INTERVAL_S`.
 
     The JPEG is the face grown by the model card's margin at the camera's resolution (what
     ``maskwatch data import`` expects of a folder-per-class face crop; the trainer crops and
     resizes again). The JSON sidecar holds the scores, the label guess and the time. To use
     them, move the JPEGs into ``uncertain/with_mask/`` and ``uncertain/without_mask/`` and run
     ``maskwatch data import STATE_DIR/uncertain ...``: ``unsorted`` is not a class name, so
-    what is left there is skipped, and the sidecars are not images.
+    what is left there is skipped, and the sidecars are not images. Crops moved out of
+    ``unsorted`` are yours: the daemon never touches them.
 
 Snapshots
     The frame of a ``new`` no-mask event as JPEG bytes for MQTT, faces pixelated when
-    ``blur_faces`` is on (privacy at an entrance), the alerting face outlined.
+    ``blur_faces`` is on (privacy at an entrance), the alerting face outlined. They are
+    published, never stored on the device.
 
 Disk full or a read-only state dir never stops the daemon: every OSError is caught, counted
 and reported in the state message (``monitor.errors``, ``monitor.last_error``).
@@ -29,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -38,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from device.contract import expand_box
+from device.safe_write import is_leftover, make_private_dir, write_file
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,12 @@ UNSORTED = "unsorted"
 #: test faces and ../shared/media photos BlazeFace finds no face in the result; 6 still let it
 #: find some (a coarse mosaic keeps the face-like layout of light and shade).
 BLUR_BLOCKS = 4
+#: Crops and sidecars: readable by the service user only (faces are personal data).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+#: How often the age limit is applied while no crop is saved (saving off, nobody unsure).
+SWEEP_INTERVAL_S = 3600.0
+_NAME_TIME = "%Y%m%dT%H%M%S.%fZ"
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
@@ -96,8 +114,21 @@ def uncertain_mask(alert_scores: np.ndarray, low: float, high: float) -> np.ndar
 
 def crop_name(wall: float, label: str, score: float) -> str:
     """File stem that sorts by time (UTC), names the guess and the alert score."""
-    t = datetime.fromtimestamp(wall, tz=timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    t = datetime.fromtimestamp(wall, tz=timezone.utc).strftime(_NAME_TIME)
     return f"{t}_{label}_{score:.2f}"
+
+
+def crop_time(stem: str) -> float | None:
+    """The UTC time :func:`crop_name` put in ``stem`` (unix seconds), or None for another name."""
+    try:
+        return datetime.strptime(stem.split("_", 1)[0], _NAME_TIME).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def expired(stem_times: dict[str, float], now_wall: float, max_age_s: float) -> set[str]:
+    """Stems older than ``max_age_s`` at ``now_wall``."""
+    return {stem for stem, t in stem_times.items() if now_wall - t > max_age_s}
 
 
 class ErrorBook:
@@ -120,15 +151,17 @@ class ErrorBook:
 
 
 class UncertainSaver:
-    """Saves uncertain face crops with a JSON sidecar, bounded and rate limited."""
+    """Saves uncertain face crops with a JSON sidecar: bounded by count and age, rate limited, private."""
 
     def __init__(self, root: Path, *, low: float, high: float, max_files: int, min_interval_s: float,
-                 labels: Sequence[str], alert_label: str, margin: float, quality: int = 90,
-                 meta: dict[str, Any] | None = None, errors: ErrorBook | None = None, enabled: bool = True):
+                 labels: Sequence[str], alert_label: str, margin: float, max_age_days: float = 14.0,
+                 quality: int = 90, meta: dict[str, Any] | None = None, errors: ErrorBook | None = None,
+                 enabled: bool = True, now_wall: float | None = None):
         self.root = Path(root) / UNCERTAIN_DIR
         self.folder = self.root / UNSORTED
         self.low, self.high = float(low), float(high)
         self.max_files = int(max_files)
+        self.max_age_s = float(max_age_days) * 86400.0
         self.min_interval_s = float(min_interval_s)
         self.labels = tuple(labels)
         self.alert_label = alert_label
@@ -138,32 +171,82 @@ class UncertainSaver:
         self.errors = errors or ErrorBook()
         self.enabled = bool(enabled) and self.max_files > 0
         self.saved = 0
+        self.removed = 0  # by age, count or as leftovers
         self._last_try: float | None = None
+        self._last_sweep: float | None = None  # monotonic
         self._files: deque[str] | None = None  # stems, oldest first; loaded lazily from disk
+        # At start: what an earlier run (or a crash, or an older version) left behind.
+        start = time.time() if now_wall is None else now_wall
+        if self.folder.is_dir():
+            self.sweep(start)
 
-    def _load_files(self) -> deque[str]:
-        stems = sorted(p.stem for p in self.folder.glob("*.jpg")) if self.folder.is_dir() else []
-        return deque(stems)
+    def sweep(self, now_wall: float) -> None:
+        """Remove leftovers, crops past ``max_age_days`` and the oldest beyond ``max_files``;
+        make what stays private. OSErrors are counted, never raised."""
+        try:
+            self._sweep(now_wall)
+        except OSError as exc:
+            self.errors.record(f"uncertain crops in {self.folder}", exc, now_wall)
 
-    def _trim(self) -> None:
-        assert self._files is not None
-        if len(self._files) <= self.max_files:
-            return
-        self._files = self._load_files()  # people move files out to label them: re-read first
-        while len(self._files) > self.max_files:
-            stem = self._files.popleft()
+    def _sweep(self, now_wall: float) -> None:
+        for folder in (self.root, self.folder):  # an older version left them 0755
+            make_private_dir(folder, DIR_MODE)
+        pairs: dict[str, set[str]] = {}
+        for entry in os.scandir(self.folder):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if is_leftover(entry.name):
+                self._remove(entry.name)
+                continue
+            stem, ext = os.path.splitext(entry.name)
+            if ext in (".jpg", ".json"):
+                pairs.setdefault(stem, set()).add(ext)
+                if entry.stat(follow_symlinks=False).st_mode & 0o077:
+                    self._make_private(entry.path, now_wall)  # written by an older version or by hand
+        for stem in [s for s, exts in pairs.items() if len(exts) == 1]:  # a crash between the two writes,
+            self._remove(stem + pairs.pop(stem).pop())  # or a person moved the JPEG out to label it
+        times = {}
+        for stem in pairs:
+            t = crop_time(stem)  # not our name: judge it by its file's age
+            times[stem] = t if t is not None else os.stat(self.folder / f"{stem}.jpg").st_mtime
+        old = expired(times, now_wall, self.max_age_s)
+        keep = sorted(stem for stem in pairs if stem not in old)
+        over = keep[:max(0, len(keep) - self.max_files)]
+        for stem in sorted(old) + over:
             for ext in (".jpg", ".json"):
-                (self.folder / (stem + ext)).unlink(missing_ok=True)
+                self._remove(stem + ext)
+        self._files = deque(keep[len(over):])
+
+    def _make_private(self, path: str, now_wall: float) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a link swapped in: ELOOP
+            try:
+                os.fchmod(fd, FILE_MODE)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # not ours (copied in by root): say so, go on with the rest
+            self.errors.record(f"uncertain crop {path}", exc, now_wall)
+
+    def _remove(self, name: str) -> None:
+        try:
+            os.unlink(self.folder / name)
+            self.removed += 1
+        except FileNotFoundError:
+            pass
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(path.name + ".part")  # not .jpg: an importer never sees half a file
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_file(path, data, mode=FILE_MODE)
 
     def consider(self, frame_rgb: np.ndarray, boxes: Sequence[Sequence[float]], probs: np.ndarray,
                  alert_scores: np.ndarray, now_wall: float, now_mono: float) -> int:
-        """Save the frame's most uncertain face, at most once per ``min_interval_s``; returns 0 or 1."""
+        """Save the frame's most uncertain face, at most once per ``min_interval_s``; returns 0 or 1.
+        Also applies the age limit every :data:`SWEEP_INTERVAL_S`, saving or not."""
+        if self._last_sweep is None:
+            self._last_sweep = now_mono
+        elif now_mono - self._last_sweep >= SWEEP_INTERVAL_S:
+            self._last_sweep = now_mono
+            if self.folder.is_dir():
+                self.sweep(now_wall)
         if not self.enabled or not len(boxes):
             return 0
         scores = np.asarray(alert_scores, dtype=np.float32)
@@ -180,13 +263,15 @@ class UncertainSaver:
         except OSError as exc:
             self.errors.record(f"uncertain crop in {self.folder}", exc, now_wall)
             return 0
+        self._last_sweep = now_mono
+        # people move files out to label them, a crash leaves pieces: look at what is really there
+        self.sweep(now_wall)
         return 1
 
     def _save(self, frame_rgb: np.ndarray, box: Sequence[float], probs: np.ndarray, score: float,
               now_wall: float) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if self._files is None:
-            self._files = self._load_files()
+        make_private_dir(self.root, DIR_MODE)
+        make_private_dir(self.folder, DIR_MODE)
         h, w = frame_rgb.shape[:2]
         guess = self.labels[int(np.argmax(probs))]
         stem = crop_name(now_wall, guess, score)
@@ -204,11 +289,10 @@ class UncertainSaver:
             "frame_size": [w, h],
             **self.meta,
         }
-        self._write(self.folder / f"{stem}.jpg", jpeg)
+        # The sidecar first: a crash between the two leaves a lone .json, never an unexplained face.
         self._write(self.folder / f"{stem}.json", (json.dumps(sidecar, indent=1) + "\n").encode())
-        self._files.append(stem)
+        self._write(self.folder / f"{stem}.jpg", jpeg)
         self.saved += 1
-        self._trim()
 
     def files(self) -> int:
         return len(self._files) if self._files is not None else 0
@@ -226,8 +310,9 @@ class Monitor:
         self.snapshots = 0
         self.uncertain = UncertainSaver(
             state_dir, low=uncertain_cfg.low, high=uncertain_cfg.high, max_files=uncertain_cfg.max_files,
-            min_interval_s=uncertain_cfg.min_interval_s, labels=labels, alert_label=alert_label,
-            margin=margin, meta=meta, errors=self.errors, enabled=uncertain_cfg.enabled,
+            min_interval_s=uncertain_cfg.min_interval_s, max_age_days=uncertain_cfg.max_age_days,
+            labels=labels, alert_label=alert_label, margin=margin, meta=meta, errors=self.errors,
+            enabled=uncertain_cfg.enabled,
         )
 
     def snapshot(self, frame_rgb: np.ndarray, boxes: Sequence[Sequence[float]],
@@ -248,6 +333,7 @@ class Monitor:
             "uncertain_enabled": self.uncertain.enabled,
             "uncertain_saved": self.uncertain.saved,
             "uncertain_files": self.uncertain.files(),
+            "uncertain_removed": self.uncertain.removed,
             "uncertain_dir": str(self.uncertain.folder),
             "snapshots": self.snapshots,
             "errors": self.errors.count,

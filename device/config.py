@@ -293,11 +293,12 @@ class SnapshotConfig:
 
 @dataclass
 class UncertainConfig:
-    enabled: bool = True
+    enabled: bool = False  # unblurred face photos: opt-in only (README, "Security and privacy")
     low: float = setting(0.3, ge=0, le=1)
     high: float = setting(0.7, ge=0, le=1)
     max_files: int = setting(1000, ge=0, le=10_000_000)
     min_interval_s: float = setting(2.0, ge=0, le=86400)
+    max_age_days: float = setting(14.0, gt=0, le=3650)
 
     def check(self) -> None:
         if self.low >= self.high:

