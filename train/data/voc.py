@@ -5,7 +5,7 @@ annotated image size (used to tell whether boxes refer to the stored or the EXIF
 Real exports are sloppy (stray text inside ``<object>``, float coordinates, boxes past the
 border), so parsing is lenient where the meaning is clear and strict where it is not.
 
-Parsing needs no Pillow: the scene benchmark reads VOC folders where only OpenCV is installed (a Pi).
+No Pillow needed: the scene benchmark reads VOC folders where only OpenCV is installed (a Pi).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from train.data.suffixes import IMAGE_SUFFIXES
 
 ANNOTATION_DIRS = ("annotations",)
 IMAGE_DIRS = ("images", "jpegimages", "imgs", "img", "pictures")
@@ -102,8 +104,6 @@ def image_for(ann: Annotation, images: Path) -> Path | None:
         cand = images / Path(ann.filename).name
         if cand.is_file():
             return cand
-    from train.data.imageio import IMAGE_SUFFIXES  # needs Pillow: imported only when <filename> misses
-
     stem = ann.path.stem
     for cand in sorted(images.glob(f"{stem}.*")):
         if cand.is_file() and cand.suffix.lower() in IMAGE_SUFFIXES:
