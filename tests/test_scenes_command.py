@@ -221,3 +221,45 @@ def test_no_readable_photo_is_an_error(tmp_path, tiny_classifier, detector_model
     (voc / "annotations" / "a.xml").write_text(voc_xml("a.jpg", (640, 480), [("mask", (1, 1, 50, 50))]))
     rc, _, err = run(capsys, voc, "--model", tiny_classifier, "--out", tmp_path / "out")
     assert rc == 2 and "a.jpg" in err and "could be read" in err
+
+
+def all_scenes_in_test_split(voc: Path, dataset: Path) -> Path:
+    from train.data.manifest import Row, write_manifest
+
+    dataset.mkdir()
+    rows = [Row(f"with_mask/{p.stem}.jpg", "with_mask", f"{p}#box0", "0" * 64, "0" * 16, f"g{p.stem}", 50, 50, "test")
+            for p in sorted((voc / "images").iterdir())]
+    write_manifest(dataset, rows)
+    return dataset
+
+
+def test_scene_benchmark_checks_the_targets_on_the_default_detector(tmp_path, voc_dir, tiny_classifier,
+                                                                    detector_model, capsys, monkeypatch):
+    from benchmarks import scenes
+    from train.scenes import runner
+
+    # Whatever the daemon's default becomes, this test measures short range as "the default".
+    monkeypatch.setattr(runner, "daemon_default_kind", lambda: "short")
+
+    dataset = all_scenes_in_test_split(voc_dir, tmp_path / "dataset")
+    model = classifier_with_threshold(tiny_classifier, tmp_path / "flag-all", 0.0)
+    common = ["--voc", str(voc_dir), "--model", str(model), "--data", str(dataset), "--detector", "short",
+              "--detector", "full", "--threads", "1", "--out", str(tmp_path / "out")]
+    # Found 4 of 7, 1 of 3 masked >= 32 px, 2 of 3 no-mask faces flagged, precision 2/3 (see above).
+    assert scenes.main([*common, "--target", "found=0.57", "--target", "masked_found_32px=0.33",
+                        "--target", "alert_recall=0.66", "--target", "flagged_precision=0.66"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  found: 0.5714 (target >= 0.57)" in out and "MISS" not in out
+    assert "default detector, short 128x128" in out
+
+    assert scenes.main([*common, "--target", "found=0.58", "--target", "masked_found_32px=0.33",
+                        "--target", "alert_recall=0.66", "--target", "flagged_precision=0.66"]) == 1
+    out = capsys.readouterr().out
+    assert "MISS  found: 0.5714 (target >= 0.58)" in out and "PASS  alert_recall" in out
+    targets = json.loads((tmp_path / "out" / "targets.json").read_text())
+    assert targets["detector"] == "short 128x128" and not targets["all_passed"]
+
+    assert scenes.main([*common, "--target", "speed=3"]) == 2
+    assert "speed=3" in capsys.readouterr().err
+    assert scenes.main([*common[:3], str(tmp_path / "none.tflite"), *common[4:]]) == 2
+    assert "make bench" in capsys.readouterr().err
