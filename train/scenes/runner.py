@@ -220,6 +220,7 @@ def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
         "model_path": str(lane.spec.model_path) if lane.spec.model_path else None,
         "options": lane.spec.options,
         "input_size": list(lane.input_size),
+        "score_threshold": getattr(lane.pipeline.detector, "score_threshold", None),
         "default": lane.spec.kind == default_kind,
         **metrics,
         "ms": ms,
