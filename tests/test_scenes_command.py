@@ -263,3 +263,13 @@ def test_scene_benchmark_checks_the_targets_on_the_default_detector(tmp_path, vo
     assert "speed=3" in capsys.readouterr().err
     assert scenes.main([*common[:3], str(tmp_path / "none.tflite"), *common[4:]]) == 2
     assert "make bench" in capsys.readouterr().err
+
+
+def test_pipeline_gets_the_daemons_default_detector_settings():
+    from device.config import DetectorConfig
+    from train.scenes.runner import daemon_pipeline_options
+
+    options = daemon_pipeline_options(None)
+    assert options["min_face"] == DetectorConfig().min_face
+    assert options["ignore_regions"] == DetectorConfig().ignore_regions
+    assert daemon_pipeline_options(0)["min_face"] == 0

@@ -70,11 +70,25 @@ class Lane:
     ms: dict[str, list[float]] = field(default_factory=lambda: {"detect": [], "classify": [], "total": []})
 
 
-def daemon_min_face() -> int:
-    """The daemon's default ``detector.min_face`` (device.config)."""
-    from device.config import DetectorConfig
+def daemon_pipeline_options(min_face: int | None) -> dict[str, Any]:
+    """The [detector] settings the daemon hands its Pipeline, at their defaults (device.config).
 
-    return int(DetectorConfig().min_face)
+    Every keyword option of :class:`device.pipeline.Pipeline` that is also a ``detector.*`` setting
+    (``min_face``, ``ignore_regions``, and any the pipeline gains later) takes the config's default,
+    so the benchmark filters faces exactly as a daemon with a default config; ``min_face`` may be
+    overridden.
+    """
+    import inspect
+
+    from device.config import DetectorConfig
+    from device.pipeline import Pipeline
+
+    defaults = DetectorConfig()
+    options = {name: getattr(defaults, name) for name, p in inspect.signature(Pipeline).parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(defaults, name)}
+    if min_face is not None:
+        options["min_face"] = int(min_face)
+    return options
 
 
 def daemon_default_kind() -> str:
@@ -92,21 +106,22 @@ def progress(items: Sequence, desc: str) -> Iterable:
     return tqdm(items, desc=desc, unit="photo", disable=None, mininterval=2.0)
 
 
-def build_lanes(cfg: SceneConfig, min_face: int) -> list[Lane]:
+def build_lanes(cfg: SceneConfig, options: dict[str, Any]) -> list[Lane]:
     from device.classifier import MaskClassifier
     from device.pipeline import Pipeline
 
     lanes = []
     names: set[str] = set()
     for spec in cfg.detectors:
-        detector = spec.build(min_face=min_face, num_threads=cfg.threads)  # errors name the model file
+        # errors name the model file
+        detector = spec.build(min_face=int(options.get("min_face", 0)), num_threads=cfg.threads)
         clf = MaskClassifier(cfg.model, num_threads=cfg.threads)
         size = input_size_of(detector, cfg.frame_size)
         name = detector_name(spec, size)
         if name in names:
             raise ValueError(f"--detector {spec.text!r} is given twice")
         names.add(name)
-        lanes.append(Lane(spec, name, size, Pipeline(detector, clf, NoTracker(), min_face=min_face)))
+        lanes.append(Lane(spec, name, size, Pipeline(detector, clf, NoTracker(), **options)))
     return lanes
 
 
@@ -124,8 +139,8 @@ def run_scenes(cfg: SceneConfig) -> dict:
     if cfg.split_of is not None:
         found = voc_scenes.keep_split(found, Path(cfg.split_of), cfg.split)
     scenes = found.scenes[: cfg.limit] if cfg.limit else found.scenes
-    min_face = daemon_min_face() if cfg.min_face is None else int(cfg.min_face)
-    lanes = build_lanes(cfg, min_face)
+    options = daemon_pipeline_options(cfg.min_face)
+    lanes = build_lanes(cfg, options)
     card = lanes[0].pipeline.classifier.card
     alert_index = list(card.labels).index(card.alert_label)
     threshold = float(card.threshold)
@@ -184,7 +199,8 @@ def run_scenes(cfg: SceneConfig) -> dict:
             "threads": cfg.threads,
             "frame_size": list(cfg.frame_size),
             "frame_rule": "photo shrunk to fit when larger (never enlarged), top-left, rest black",
-            "detector_min_face": min_face,
+            "detector_min_face": options.get("min_face", 0),
+            "pipeline_options": options,
             "annotated_min_face": voc.DEFAULT_MIN_FACE,
             "face_size": "longer side of the annotated box, in px on the frame (as the import measures faces)",
             "match_iou": MATCH_IOU,
