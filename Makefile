@@ -25,14 +25,14 @@ WORKSTATION_TESTS := $(wildcard tests/test_data_*.py tests/test_train*.py tests/
                        tests/test_weights*.py)
 DEVICE_TESTS := $(filter-out $(WORKSTATION_TESTS),$(wildcard tests/test_*.py))
 
-.PHONY: setup setup-pi install-device test test-workstation test-pi lint demo bench bench-train bench-device clean help
+.PHONY: setup setup-pi install-device test test-workstation test-pi lint demo bench bench-train bench-device bench-scenes clean help
 
 help:
 	@echo "make demo    - build sample data, train, convert, benchmark, run the daemon (offline)"
 	@echo "make test    - run the test suite"
 	@echo "make setup   - create $(VENV), install everything, fetch the face-detector models"
 	@echo "make lint    - ruff"
-	@echo "make bench   - int8 vs float benchmarks (bench-train, bench-device for the others)"
+	@echo "make bench   - int8 vs float benchmarks (bench-train, bench-device, bench-scenes for the others)"
 	@echo "make install-device - install only the device side (Raspberry Pi)"
 
 setup: $(STAMP) $(MODELS)
@@ -82,6 +82,10 @@ bench-train: setup
 
 bench-device: setup
 	$(BIN)/python -m benchmarks.daemon
+
+# Faces found and flagged on the test-split scene photos of ../shared (needs bench-train + bench).
+bench-scenes: setup
+	$(BIN)/python -m benchmarks.scenes
 
 clean:
 	rm -rf runs bench demo-out .pytest_cache .ruff_cache .cache

@@ -19,6 +19,8 @@ COMMANDS: cli_base.Commands = {
     "data": ("dataset tools", DATA_COMMANDS),
     "train": ("train.fit", "fine-tune a pretrained CNN for mask / no-mask"),
     "evaluate": ("train.evaluate", "evaluate a .keras or .tflite model on a dataset split"),
+    "evaluate-scenes": ("train.scenes.command",
+                        "faces found and flagged on annotated scene photos, per detector (VOC folders)"),
     "predict": ("train.predict", "find faces in photos and classify each"),
     "convert": ("convert.tflite", "quantize a Keras model to int8 (and float32) TFLite"),
     "bench": ("device.bench", "benchmark .tflite models: size, latency, accuracy"),

@@ -117,3 +117,43 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], path: P
         fig.suptitle(title, fontsize=10, y=1.0)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, path)
+
+
+def scene_recall_by_size(names: Sequence[str], bins: Sequence[str], recalls: Sequence[Sequence[float | None]],
+                         counts: Sequence[int], path: Path) -> Path:
+    """Scene benchmark: share of faces found per face-size bin, one bar per detector."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(bins))
+    for k, (name, row) in enumerate(zip(names, recalls, strict=True)):
+        ys = [np.nan if r is None else r for r in row]
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, ys, width, label=name)
+    ax.set_xticks(x, [f"{b} px\n({n} faces)" for b, n in zip(bins, counts, strict=True)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("faces found (recall)")
+    ax.set_title("faces found by face size (longer side on the 640x480 frame)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def scene_recall_vs_ms(names: Sequence[str], ms: Sequence[float], recall: Sequence[float | None],
+                       alert_recall: Sequence[float | None], path: Path) -> Path:
+    """Scene benchmark: faces found and no-mask alerts raised vs median ms per frame, per detector."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, name in enumerate(names):
+        colour = f"C{k % 10}"
+        if recall[k] is not None:
+            ax.scatter([ms[k]], [recall[k]], marker="o", s=60, color=colour, label=name)
+        if alert_recall[k] is not None:
+            ax.scatter([ms[k]], [alert_recall[k]], marker="^", s=60, color=colour)
+    ax.set_xlabel("median ms per 640x480 frame (detect + classify)")
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(left=0)
+    ax.set_title("recall vs time per frame (o faces found, ^ no-mask faces found and flagged)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)

@@ -21,14 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from train.data.suffixes import IMAGE_SUFFIXES  # noqa: F401 - re-exported: the import's name for it
+
 #: JPEG quality of every image an import writes: high enough that re-encoding adds no artefacts
 #: a classifier could learn from, small enough for thousands of face crops.
 JPEG_QUALITY = 95
-
-#: File name endings that are only a format hint (stripped from output names).
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
-)
 
 
 class DecodeError(ValueError):

@@ -79,7 +79,7 @@ from train.data.manifest import Row, write_manifest
 log = logging.getLogger(__name__)
 
 REPORT = "import_report.json"
-DEFAULT_MIN_FACE = 16
+DEFAULT_MIN_FACE = voc.DEFAULT_MIN_FACE
 #: Perceptual-hash bits two images may differ in and still count as the same photo. On
 #: faces-classify (phash distances are even), up to 4 bits joins re-encodes, resizes and light
 #: crops of one photo; at 6 the first pairs of different people appear (one across labels), and
@@ -156,13 +156,13 @@ def process_task(task: Task, root: str, margin: float, min_face: int) -> tuple[l
     out, skipped = [], []
     for crop in task.crops:
         if crop.box is None:
-            side = max(im.size)
+            side = voc.face_side((0, 0, im.width, im.height))
         elif voc.clip_box(crop.box, im.width, im.height) is None:
             skipped.append(Skipped(crop.source, "bad_box",
                                    f"box {_fmt_box(crop.box)} is outside the {im.width}x{im.height} image"))
             continue
         else:
-            side = max(crop.box[2] - crop.box[0], crop.box[3] - crop.box[1])
+            side = voc.face_side(crop.box)
         if side < min_face:
             skipped.append(Skipped(crop.source, "too_small", f"face {side:.0f} px < --min-face {min_face} px"))
             continue

@@ -4,6 +4,8 @@ Only what a face-mask import needs: each ``<object>``'s class name and pixel box
 annotated image size (used to tell whether boxes refer to the stored or the EXIF-rotated pixels).
 Real exports are sloppy (stray text inside ``<object>``, float coordinates, boxes past the
 border), so parsing is lenient where the meaning is clear and strict where it is not.
+
+No Pillow needed: the scene benchmark reads VOC folders where only OpenCV is installed (a Pi).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.data.imageio import IMAGE_SUFFIXES
+from train.data.suffixes import IMAGE_SUFFIXES
 
 ANNOTATION_DIRS = ("annotations",)
 IMAGE_DIRS = ("images", "jpegimages", "imgs", "img", "pictures")
+#: Faces smaller than this many px (see :func:`face_side`) are left out of imports and of the
+#: scene benchmark: too few pixels for anyone, the classifier included, to see a mask.
+DEFAULT_MIN_FACE = 16
 
 
 @dataclass
@@ -86,6 +91,11 @@ def parse_annotation(path: Path) -> Annotation:
         except ValueError as exc:
             objects.append(VocObject(name, None, str(exc)))
     return Annotation(path=path, filename=(root.findtext("filename") or "").strip(), size=size, objects=objects)
+
+
+def face_side(box: tuple[float, float, float, float]) -> float:
+    """A face's size as import and the scene benchmark measure it: its box's longer side, in px."""
+    return max(box[2] - box[0], box[3] - box[1])
 
 
 def image_for(ann: Annotation, images: Path) -> Path | None:
