@@ -102,6 +102,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     p.add_argument("--min-face", type=int, default=None,
                    help="drop detections under this many px (default: the daemon's detector.min_face)")
+    p.add_argument("--fit", choices=("shrink", "fill"), default="shrink",
+                   help="how a photo becomes a 640x480 frame (see maskwatch evaluate-scenes --help)")
     p.add_argument("--limit", type=int, help="only the first N scenes (a quick look; targets still checked)")
     p.add_argument("--target", action="append", default=[], metavar="NAME=VALUE",
                    help=f"override a target, e.g. found=1.01 (names: {', '.join(TARGETS)})")
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     detectors = args.detector or ["short", "full", f"yunet:{YUNET}"]
     cfg = SceneConfig(voc=voc, model=args.model, detectors=[parse_detector(t) for t in detectors],
                       threads=args.threads, split_of=args.data, split=args.split, limit=args.limit,
-                      min_face=args.min_face)
+                      min_face=args.min_face, fit=args.fit)
     doc = write_outputs(run_scenes(cfg), args.out)
     print(markdown(doc))
     d = default_detector(doc)

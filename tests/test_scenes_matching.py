@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from train.data.voc import VocObject
@@ -203,3 +204,28 @@ def test_detector_names_carry_the_input_size():
     assert detector_name(parse_detector("short"), (128, 128)) == "short 128x128"
     assert (detector_name(parse_detector("yunet:m/y.onnx,score_threshold=0.6"), (640, 480))
             == "yunet 640x480 (y.onnx) score_threshold=0.6")
+
+
+@pytest.mark.parametrize(("w", "h", "scale"), [(640, 480, 1.0), (400, 300, 1.6), (320, 120, 2.0), (1280, 960, 0.5)])
+def test_fill_scales_photos_up_or_down_to_fill_the_frame(w, h, scale):
+    assert frame_scale(w, h, (640, 480), fit="fill") == pytest.approx(scale)
+
+
+def test_fill_places_the_enlarged_photo_and_counts_no_face_the_import_skips():
+    from train.scenes.voc_scenes import place_on_frame
+
+    photo = np.full((150, 200, 3), 200, np.uint8)
+    frame, scale = place_on_frame(photo, (640, 480), fit="fill")
+    assert scale == pytest.approx(3.2) and frame.shape == (480, 640, 3)
+    assert frame[479, 639].tolist() == [200, 200, 200]  # 200x150 fills 640x480 exactly
+    objects = [VocObject("without_mask", (10, 10, 20, 20)),  # 10 px in the photo, 32 px on the frame
+               VocObject("with_mask", (50, 50, 70, 70))]  # 20 px -> 64 px
+    faces, left_out = truth_faces(objects, scale, (200, 150))
+    assert [f.counted for f in faces] == [False, True]
+    assert left_out == {"too_small": 1}
+    assert faces[1].size == pytest.approx(64.0)
+
+
+def test_an_unknown_fit_is_refused():
+    with pytest.raises(ValueError, match="fit must be one of shrink, fill"):
+        frame_scale(400, 300, (640, 480), fit="zoom")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from train.scenes import voc_scenes
 from train.scenes.detector_specs import parse_detector
 from train.scenes.report import markdown, write_outputs
 from train.scenes.runner import SceneConfig, run_scenes
@@ -41,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-face", type=int, default=None,
                         help="drop detections smaller than this many px, as the daemon's detector.min_face "
                              "(default: the daemon's default)")
+    parser.add_argument("--fit", choices=voc_scenes.FITS, default="shrink",
+                        help="how a photo becomes a 640x480 frame: shrink (only photos larger than the frame; "
+                             "face sizes stay the photo's) or fill (scaled to fill the frame, as a camera with "
+                             "the photo's field of view would see it) (default shrink)")
     parser.add_argument("--limit", type=int, help="only the first N scenes (a quick look)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
@@ -50,7 +55,7 @@ def config_from_args(args: argparse.Namespace) -> SceneConfig:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     return SceneConfig(voc=list(args.voc), model=args.model, detectors=[parse_detector(t) for t in args.detector or ["short"]],
                        threads=args.threads, split_of=args.split_of, split=args.split, min_face=args.min_face,
-                       limit=args.limit)
+                       limit=args.limit, fit=args.fit)
 
 
 def main(args: argparse.Namespace) -> int:

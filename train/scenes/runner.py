@@ -55,6 +55,7 @@ class SceneConfig:
     min_face: int | None = None  # the daemon's detector.min_face; None = its default
     limit: int | None = None
     frame_size: tuple[int, int] = voc_scenes.FRAME_SIZE
+    fit: str = "shrink"  # how a photo becomes a frame: voc_scenes.FITS
     default_kind: str | None = None  # marks the daemon's default detector in the report
 
 
@@ -157,7 +158,7 @@ def run_scenes(cfg: SceneConfig) -> dict:
             log.warning("%s: not a readable image; skipped", scene.image)
             skipped.append(voc_scenes.Skip(str(scene.image), "unreadable", "missing, empty or not a decodable image"))
             continue
-        frame, scale = voc_scenes.place_on_frame(rgb, cfg.frame_size)
+        frame, scale = voc_scenes.place_on_frame(rgb, cfg.frame_size, cfg.fit)
         truth, dropped = voc_scenes.truth_faces(scene.objects, scale, (rgb.shape[1], rgb.shape[0]))
         for why, n in dropped.items():
             left_out[why] = left_out.get(why, 0) + n
@@ -198,7 +199,9 @@ def run_scenes(cfg: SceneConfig) -> dict:
             "threshold": threshold,
             "threads": cfg.threads,
             "frame_size": list(cfg.frame_size),
-            "frame_rule": "photo shrunk to fit when larger (never enlarged), top-left, rest black",
+            "frame_rule": {"shrink": "photo shrunk to fit when larger (never enlarged), top-left, rest black",
+                           "fill": "photo scaled to fill the frame (up or down), top-left, rest black"}[cfg.fit],
+            "fit": cfg.fit,
             "detector_min_face": options.get("min_face", 0),
             "pipeline_options": options,
             "annotated_min_face": voc.DEFAULT_MIN_FACE,

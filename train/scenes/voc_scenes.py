@@ -157,20 +157,32 @@ def keep_split(found: SceneSet, dataset: Path, split: str) -> SceneSet:
 # --------------------------------------------------------------------------------------------
 
 
-def frame_scale(width: int, height: int, frame_size: tuple[int, int] = FRAME_SIZE) -> float:
-    """How much a ``width`` x ``height`` photo is scaled to fit the frame: at most 1 (never enlarged)."""
-    return min(1.0, frame_size[0] / width, frame_size[1] / height)
+#: How a photo becomes a frame. ``shrink``: pixels stay as they are unless the photo is larger
+#: than the frame (face sizes stay those of the photo). ``fill``: scaled up or down to fill the
+#: frame, as a camera with the photo's field of view would see the scene (a 400 px web photo of
+#: a crowd, seen by a 640x480 camera, has its faces 1.6x larger; the enlarged faces carry less
+#: detail than a camera's would, so this flatters neither detector nor classifier).
+FITS: tuple[str, ...] = ("shrink", "fill")
 
 
-def place_on_frame(rgb: np.ndarray, frame_size: tuple[int, int] = FRAME_SIZE) -> tuple[np.ndarray, float]:
-    """(frame, scale): the photo shrunk to fit when larger, in the frame's top-left corner, rest black."""
+def frame_scale(width: int, height: int, frame_size: tuple[int, int] = FRAME_SIZE, fit: str = "shrink") -> float:
+    """How much a ``width`` x ``height`` photo is scaled to go on the frame (see :data:`FITS`)."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    s = min(frame_size[0] / width, frame_size[1] / height)
+    return s if fit == "fill" else min(1.0, s)
+
+
+def place_on_frame(rgb: np.ndarray, frame_size: tuple[int, int] = FRAME_SIZE,
+                   fit: str = "shrink") -> tuple[np.ndarray, float]:
+    """(frame, scale): the photo scaled as ``fit`` says, in the frame's top-left corner, rest black."""
     import cv2
 
     h, w = rgb.shape[:2]
-    s = frame_scale(w, h, frame_size)
-    if s < 1.0:
-        size = (max(1, round(w * s)), max(1, round(h * s)))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    s = frame_scale(w, h, frame_size, fit)
+    if s != 1.0:
+        size = (min(frame_size[0], max(1, round(w * s))), min(frame_size[1], max(1, round(h * s))))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
     frame = np.zeros((frame_size[1], frame_size[0], 3), np.uint8)
     frame[: rgb.shape[0], : rgb.shape[1]] = rgb
     return frame, s
@@ -182,7 +194,8 @@ def truth_faces(objects: Sequence[voc.VocObject], scale: float, photo_size: tupl
 
     Boxes are scaled like the photo and clipped to it; a face's size is the import's
     (:func:`train.data.voc.face_side`) measured on the frame, and faces under ``min_face`` px
-    (the import's minimum) or of a class that is no mask label stay in the list as left out, so
+    on the frame or in the photo (the import's minimum; so enlarging a photo brings in no face
+    the import would have skipped) or of a class that is no mask label stay in the list as left out, so
     a detection of them is neither a hit nor a false alarm. Malformed boxes are dropped.
     """
     faces: list[TruthFace] = []
@@ -198,7 +211,7 @@ def truth_faces(objects: Sequence[voc.VocObject], scale: float, photo_size: tupl
             continue
         label = normalize_label(obj.name) or ""
         size = voc.face_side(obj.box) * scale
-        counted = bool(label) and size >= min_face
+        counted = bool(label) and min(size, voc.face_side(obj.box)) >= min_face
         if not label:
             left_out["unknown_class"] += 1
         elif not counted:
