@@ -47,8 +47,8 @@ def _cpu_seconds() -> float:
 
 def ensure_dataset(name: str, sources: list[Path], root: Path, split: bool) -> Path:
     """Import (and split) once; a folder with a manifest is reused as it is."""
+    from device.manifest import read_manifest
     from train.data.importer import import_sources
-    from train.data.manifest import read_manifest
     from train.data.split import split_dataset
 
     out = root / name
@@ -80,7 +80,7 @@ def train_run(name: str, data: Path, runs: Path, size: int, retrain: bool, extra
     model = out / "model.keras"
     cfg = TrainConfig(data=str(data), out=str(out), input_size=size, **extra)
     if model.exists() and not retrain:
-        from train.data.manifest import manifest_sha256
+        from device.manifest import manifest_sha256
 
         config = json.loads((out / "config.json").read_text())
         changed = recipe_changes(config, cfg)

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from device.contract import ModelCard
+from device.decision import decide
+from device.metrics import confusion, per_class
 from tests import test_train as shared_runs
-from train.evaluate import choose_threshold, confusion, decide, per_class, precision_recall, roc, summarize
+from train.evaluate import choose_threshold, precision_recall, roc, summarize
 
 # the tiny runs and dataset are trained once per session and shared by the train/evaluate/predict tests
 keras_home = shared_runs.keras_home
@@ -52,12 +54,6 @@ def test_threshold_max_f1_and_target_recall():
         choose_threshold(np.ones(3, bool), np.array([0.1, 0.5, 0.9]))
     with pytest.raises(ValueError, match="target-recall"):
         choose_threshold(POS, SCORES, "recall", 1.5)
-
-
-def test_decision_follows_the_alert_threshold():
-    probs = np.array([[0.7, 0.3, 0.0], [0.2, 0.35, 0.45], [0.1, 0.2, 0.7]])
-    np.testing.assert_array_equal(decide(probs, 1, 0.5), [0, 2, 2])  # never alert: likeliest other
-    np.testing.assert_array_equal(decide(probs, 1, 0.3), [1, 1, 2])
 
 
 def test_summary_numbers_agree_with_each_other():

@@ -69,7 +69,7 @@ def test_table_output_and_single_annotated_file(imagenet_run, media, detector_mo
 
 @pytest.mark.slow
 def test_crops_skip_the_detector(imagenet_run, tiny_data, capsys):
-    from train.data.manifest import read_manifest
+    from device.manifest import read_manifest
 
     rows = [r for r in read_manifest(tiny_data) if r.split == "test"]
     paths = [str(tiny_data / r.path) for r in rows]

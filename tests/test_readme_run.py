@@ -134,7 +134,7 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
     # What the README says each step leaves behind.
     assert (work / "data/faces/manifest.csv").is_file()
     assert list((work / "data/faces").glob("**/*.png")), "data report writes PNGs"
-    from train.data.manifest import read_manifest
+    from device.manifest import read_manifest
 
     fetched = {r.label for r in read_manifest(work / "data/web")}
     assert fetched == {"with_mask", "without_mask"}, "fetch keeps the archive's classes apart"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from device.contract import BINARY_LABELS, ModelCard, card_path
-from train.data.manifest import Row, manifest_sha256, read_manifest, write_manifest
+from device.manifest import Row, manifest_sha256, read_manifest, write_manifest
 
 KERAS_CACHE_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 

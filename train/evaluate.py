@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from device.contract import ModelCard, card_path, load_card_for
+from device.decision import decide
+from device.metrics import confusion, per_class
 
 log = logging.getLogger(__name__)
 
@@ -30,36 +32,6 @@ THRESHOLD_MODES = ("max_f1", "recall", "card")
 # --------------------------------------------------------------------------------------------
 # Metrics (pure functions)
 # --------------------------------------------------------------------------------------------
-
-
-def decide(probs: np.ndarray, alert_index: int, threshold: float) -> np.ndarray:
-    """The device's decision: the alert label when P(alert) >= threshold, else the likeliest other."""
-    probs = np.asarray(probs, dtype=np.float64)
-    others = probs.copy()
-    others[:, alert_index] = -np.inf
-    pred = np.argmax(others, axis=1)
-    pred[probs[:, alert_index] >= threshold] = alert_index
-    return pred
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    """Counts (n, n): rows are the true label, columns the predicted one."""
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return cm
-
-
-def per_class(cm: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, float]]:
-    out = {}
-    for i, lab in enumerate(labels):
-        tp = float(cm[i, i])
-        pred = float(cm[:, i].sum())
-        true = float(cm[i, :].sum())
-        p = tp / pred if pred else 0.0
-        r = tp / true if true else 0.0
-        f1 = 2 * p * r / (p + r) if (p + r) else 0.0
-        out[lab] = {"precision": p, "recall": r, "f1": f1, "support": int(true)}
-    return out
 
 
 def _sweep(positive: np.ndarray, scores: np.ndarray):
@@ -237,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _metrics_key(card: ModelCard, split: str, data: Path) -> str:
     """``test`` for the model's own dataset, ``test:<folder>`` for any other."""
-    from train.data.manifest import manifest_sha256
+    from device.manifest import manifest_sha256
 
     try:
         same = manifest_sha256(data) == card.dataset_manifest_sha256

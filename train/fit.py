@@ -156,8 +156,8 @@ def _features(fm, x: np.ndarray, desc: str, batch_size: int = 64) -> np.ndarray:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run both phases and write the run folder. Raises ValueError & co. before training on bad input."""
+    from device.manifest import manifest_sha256
     from train.augment import AugmentConfig
-    from train.data.manifest import manifest_sha256
     from train.dataset import check_training_data, class_weights, dataset_margin, load_split_data
     from train.evaluate import summarize
     from train.model import check_options, imagenet_weights_path

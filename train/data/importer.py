@@ -15,7 +15,7 @@ Sources (several may be merged in one import):
   temporary folder; a member that would land outside it (absolute path, ``..``) rejects the
   archive.
 
-Output (see :mod:`train.data.manifest`): ``DIR/<label>/<name>.jpg`` (RGB JPEG quality 95),
+Output (see :mod:`device.manifest`): ``DIR/<label>/<name>.jpg`` (RGB JPEG quality 95),
 ``DIR/manifest.csv`` and ``DIR/import_report.json``. Names are ASCII: a non-ASCII name is
 transliterated and given a short hash of the original so it stays unique and stable; the
 original path is always in the ``source`` column (``archive.zip!/member`` for archives,
@@ -64,17 +64,9 @@ from pathlib import Path, PurePosixPath
 
 from device.contract import DEFAULT_MARGIN, expand_box, normalize_label
 from train.data import dedup, voc
-from train.data.imageio import (
-    IMAGE_SUFFIXES,
-    DecodeError,
-    encode_jpeg,
-    open_image,
-    orient,
-    phash_hex,
-    pixels_sha256,
-    to_rgb,
-)
-from train.data.manifest import Row, write_manifest
+from device.images import IMAGE_SUFFIXES, DecodeError, pil_open, pil_orient, pil_to_rgb
+from train.data.imageio import encode_jpeg, phash_hex, pixels_sha256
+from device.manifest import Row, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +134,11 @@ def process_task(task: Task, root: str, margin: float, min_face: int) -> tuple[l
     """
     try:
         data = Path(task.file).read_bytes()
-        im, _fmt = open_image(data)
+        im, _fmt = pil_open(data)
         if task.annotated_size is None or task.annotated_size != im.size:
             # Boxes drawn on the stored pixels of an EXIF-rotated photo keep the stored orientation.
-            im = orient(im)
-        im = to_rgb(im)
+            im = pil_orient(im)
+        im = pil_to_rgb(im)
     except DecodeError as exc:
         return [], [Skipped(task.source, exc.reason, exc.detail, len(task.crops))]
     except OSError as exc:

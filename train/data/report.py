@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data.importer import read_report
-from train.data.manifest import Row, read_manifest
+from device.manifest import Row, read_manifest
 from train.data.split import counts, format_counts, leaking_groups
 
 THUMB = 64

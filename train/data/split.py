@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from train.data.dedup import UnionFind
-from train.data.manifest import SPLITS, Row, read_manifest, write_manifest
+from device.manifest import SPLITS, Row, read_manifest, write_manifest
 
 
 def scene_of(source: str) -> str | None:

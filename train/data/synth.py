@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from device.contract import WITH_MASK, WITHOUT_MASK
+from device.images import read_rgb
 from train.data import masks
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def load_sources(detector) -> list[SourceFace]:
     ]
     grace = grace_hopper_path()
     if grace.exists():
-        photos.append(("grace_hopper", masks.read_rgb(grace), False, False,
+        photos.append(("grace_hopper", read_rgb(grace), False, False,
                        "public domain (US Navy), via matplotlib sample_data"))
     else:
         log.warning("%s not found; the sample data will use the other photos only", grace)
@@ -336,7 +337,7 @@ def synth_dataset(out: Path, n: int = 400, seed: int = 0, force: bool = False,
     """Build the sample dataset in ``out``: balanced classes, imported, manifest, split."""
     from device.detectors.base import make_detector
     from train.data.importer import import_sources
-    from train.data.manifest import read_manifest, write_manifest
+    from device.manifest import read_manifest, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out)
