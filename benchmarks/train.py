@@ -128,7 +128,7 @@ def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: boo
                           split=True)
     name = f"all-{size}{suffix}"
     run = train_run(name, data, runs, size, retrain, extra)
-    report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test")
+    report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test", write_threshold=True)
     m = _metrics(report)
     minutes = run["seconds"].get("total", float("nan")) / 60.0
     targets = {
@@ -153,7 +153,7 @@ def bench_generalization(size: int, data_root: Path, runs: Path, out: Path, retr
     name = f"classify-{size}{suffix}"
     run = train_run(name, classify, runs, size, retrain, extra)
     model = Path(run["model"])
-    own = _metrics(evaluate(model, classify, "test", out=runs / name / "eval_test"))  # sets the card threshold
+    own = _metrics(evaluate(model, classify, "test", out=runs / name / "eval_test", write_threshold=True))
     cross = _metrics(evaluate(model, voc, "all", threshold_mode="card", out=runs / name / "eval_voc"))
     doc = {"name": name, "kind": "generalization", "input_size": size, "train": run,
            "faces_classify_test": own, "faces_voc_all": cross}

@@ -63,10 +63,10 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 from device.contract import DEFAULT_MARGIN, expand_box, normalize_label
-from train.data import dedup, voc
 from device.images import IMAGE_SUFFIXES, DecodeError, pil_open, pil_orient, pil_to_rgb
-from train.data.imageio import encode_jpeg, phash_hex, pixels_sha256
 from device.manifest import Row, write_manifest
+from train.data import dedup, voc
+from train.data.imageio import encode_jpeg, phash_hex, pixels_sha256
 
 log = logging.getLogger(__name__)
 

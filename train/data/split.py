@@ -22,8 +22,8 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from train.data.dedup import UnionFind
 from device.manifest import SPLITS, Row, read_manifest, write_manifest
+from train.data.dedup import UnionFind
 
 
 def scene_of(source: str) -> str | None:
