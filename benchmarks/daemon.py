@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from device.images import read_rgb
 from device.metrics import latency_summary
 
 log = logging.getLogger("maskwatch.benchmark")
@@ -63,15 +64,6 @@ DAEMON_IMPORTS = (
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def two_face_frames(shared: Path, n: int = 60) -> list[np.ndarray]:

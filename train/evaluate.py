@@ -85,12 +85,10 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, mode: str = "max_
         raise ValueError(f"threshold mode must be max_f1 or recall, got {mode!r}")
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"--target-recall must be within (0, 1], got {target_recall}")
-    cuts, tp, fp = _sweep(positive, scores)
-    n_pos = tp[-1]
-    if n_pos == 0 or fp[-1] == 0:
+    positive = np.asarray(positive, bool)
+    if positive.all() or not positive.any():
         raise ValueError("choosing a threshold needs both alert and non-alert faces in the data")
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
+    precision, recall, cuts, _ = precision_recall(positive, scores)
     if mode == "max_f1":
         f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
         k = int(np.argmax(f1))
