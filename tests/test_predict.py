@@ -87,4 +87,4 @@ def test_missing_or_unreadable_image_is_named(imagenet_run, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not a picture")
     assert _predict([str(imagenet_run / "model.keras"), str(bad), "--crops"]) == 2
-    assert "bad.jpg: unreadable image" in capsys.readouterr().err
+    assert "bad.jpg: not a usable image (not_an_image" in capsys.readouterr().err
