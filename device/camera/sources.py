@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 @runtime_checkable
 class FrameSource(Protocol):
     name: str
