@@ -41,6 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from device.images import read_rgb
+from device.metrics import latency_summary
+
 log = logging.getLogger("maskwatch.benchmark")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,15 +64,6 @@ DAEMON_IMPORTS = (
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def two_face_frames(shared: Path, n: int = 60) -> list[np.ndarray]:
@@ -174,9 +168,9 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen | None, int, str]:
 
 
 def summary(values_ms: list[float] | np.ndarray) -> dict[str, float]:
-    v = np.asarray(values_ms, dtype=np.float64)
-    return {"median_ms": round(float(np.median(v)), 3), "p95_ms": round(float(np.percentile(v, 95)), 3),
-            "mean_ms": round(float(v.mean()), 3), "n": int(v.size)}
+    """The shared latency summary under this report's names (median, to the microsecond)."""
+    s = latency_summary(values_ms, digits=3)
+    return {"median_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "mean_ms": s["mean_ms"], "n": s["n"]}
 
 
 def daemon_config(state_dir: Path, model: Path, port: int, frames_path: Path, threads: int, **camera: Any) -> dict:

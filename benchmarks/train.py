@@ -47,8 +47,8 @@ def _cpu_seconds() -> float:
 
 def ensure_dataset(name: str, sources: list[Path], root: Path, split: bool) -> Path:
     """Import (and split) once; a folder with a manifest is reused as it is."""
+    from device.manifest import read_manifest
     from train.data.importer import import_sources
-    from train.data.manifest import read_manifest
     from train.data.split import split_dataset
 
     out = root / name
@@ -80,7 +80,7 @@ def train_run(name: str, data: Path, runs: Path, size: int, retrain: bool, extra
     model = out / "model.keras"
     cfg = TrainConfig(data=str(data), out=str(out), input_size=size, **extra)
     if model.exists() and not retrain:
-        from train.data.manifest import manifest_sha256
+        from device.manifest import manifest_sha256
 
         config = json.loads((out / "config.json").read_text())
         changed = recipe_changes(config, cfg)
@@ -128,7 +128,7 @@ def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: boo
                           split=True)
     name = f"all-{size}{suffix}"
     run = train_run(name, data, runs, size, retrain, extra)
-    report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test")
+    report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test", write_threshold=True)
     m = _metrics(report)
     minutes = run["seconds"].get("total", float("nan")) / 60.0
     targets = {
@@ -153,7 +153,7 @@ def bench_generalization(size: int, data_root: Path, runs: Path, out: Path, retr
     name = f"classify-{size}{suffix}"
     run = train_run(name, classify, runs, size, retrain, extra)
     model = Path(run["model"])
-    own = _metrics(evaluate(model, classify, "test", out=runs / name / "eval_test"))  # sets the card threshold
+    own = _metrics(evaluate(model, classify, "test", out=runs / name / "eval_test", write_threshold=True))
     cross = _metrics(evaluate(model, voc, "all", threshold_mode="card", out=runs / name / "eval_voc"))
     doc = {"name": name, "kind": "generalization", "input_size": size, "train": run,
            "faces_classify_test": own, "faces_voc_all": cross}

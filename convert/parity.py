@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from device.bench import EVAL_BATCH, agreement, classification_metrics, predicted_labels
+from device.bench import EVAL_BATCH
+from device.decision import decide
+from device.metrics import agreement, classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,8 @@ def parity_metrics(
         raise ValueError(f"Keras and TFLite outputs differ in shape: {keras_probs.shape} vs {tflite_probs.shape}")
     if len(keras_probs) == 0:
         raise ValueError("parity check needs at least one image")
-    pk = predicted_labels(keras_probs, alert_index, threshold)
-    pt = predicted_labels(tflite_probs, alert_index, threshold)
+    pk = decide(keras_probs, alert_index, threshold)
+    pt = decide(tflite_probs, alert_index, threshold)
     mk = classification_metrics(y_true, pk, alert_index)
     mt = classification_metrics(y_true, pt, alert_index)
     diff = np.abs(keras_probs - tflite_probs)

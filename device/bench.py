@@ -11,7 +11,6 @@ including input quantization.
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import logging
@@ -26,82 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from device.contract import ModelCard, load_card_for, normalize_label, resize_face, sha256_file
+from device.decision import decide
+from device.images import looks_like_image, read_rgb
+from device.manifest import LABELLED, MANIFEST, read_manifest
+from device.metrics import agreement, classification_metrics, latency_summary
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-MANIFEST = "manifest.csv"
 #: Predictions for accuracy are made this many faces per invoke (the daemon batches a frame's faces).
 EVAL_BATCH = 32
 
 
 # --------------------------------------------------------------------------------------------
-# Pure math: metrics and latency summaries
+# Pure math
 # --------------------------------------------------------------------------------------------
-
-
-def predicted_labels(probs: np.ndarray, alert_index: int, threshold: float) -> np.ndarray:
-    """Class index per row as the daemon decides it: the alert class when P(alert) >= threshold.
-
-    Otherwise the most likely of the other classes. With two classes and threshold 0.5 this is
-    argmax (ties go to the alert class).
-    """
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 2 or probs.shape[0] == 0:
-        return np.zeros((probs.shape[0] if probs.ndim else 0,), dtype=np.int64)
-    others = probs.copy()
-    others[:, alert_index] = -np.inf
-    pred = np.argmax(others, axis=1)
-    pred[probs[:, alert_index] >= threshold] = alert_index
-    return pred
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, positive: int) -> dict[str, float]:
-    """Accuracy plus precision / recall / F1 of the ``positive`` class (0.0 where undefined)."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"labels and predictions differ in shape: {y_true.shape} vs {y_pred.shape}")
-    n = int(y_true.size)
-    if n == 0:
-        return {"n": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
-    tp = int(np.sum((y_pred == positive) & (y_true == positive)))
-    fp = int(np.sum((y_pred == positive) & (y_true != positive)))
-    fn = int(np.sum((y_pred != positive) & (y_true == positive)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "n": n,
-        "accuracy": float(np.mean(y_true == y_pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-    }
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of rows where two models predict the same label."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"prediction arrays differ in shape: {a.shape} vs {b.shape}")
-    return float(np.mean(a == b)) if a.size else 0.0
-
-
-def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
-    """Percentiles of per-run latencies, in milliseconds."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    if ms.size == 0:
-        raise ValueError("no latency samples")
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {
-        "p50_ms": float(p50),
-        "p95_ms": float(p95),
-        "p99_ms": float(p99),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
-        "runs": int(ms.size),
-    }
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
@@ -227,18 +164,6 @@ class LabelledImages:
         return self._resized[size]
 
 
-def read_rgb(path: Path) -> np.ndarray | None:
-    """RGB uint8 pixels of an image file, or None when it does not decode (non-ASCII paths work)."""
-    import cv2
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def list_labelled_files(root: Path, split: str | None) -> tuple[list[Path], list[str], str | None]:
     """(paths, canonical labels, split used) of a dataset folder.
 
@@ -250,23 +175,18 @@ def list_labelled_files(root: Path, split: str | None) -> tuple[list[Path], list
         raise FileNotFoundError(f"--data {root}: no such folder")
     manifest = root / MANIFEST
     if manifest.is_file():
-        with open(manifest, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = {"path", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{manifest}: missing columns {sorted(missing)}")
-            rows = list(reader)
+        rows = read_manifest(root, required=LABELLED)
         if split:
-            splits = sorted({r.get("split") or "(none)" for r in rows})
-            rows = [r for r in rows if (r.get("split") or "") == split]
+            splits = sorted({r.split or "(none)" for r in rows})
+            rows = [r for r in rows if r.split == split]
             if not rows:
                 raise ValueError(f"{manifest}: no images in split {split!r} (splits present: {splits})")
         paths, labels = [], []
         for r in rows:
-            label = normalize_label(r["label"])
+            label = normalize_label(r.label)
             if label is None:
-                raise ValueError(f"{manifest}: unknown label {r['label']!r} for {r['path']}")
-            paths.append(root / r["path"])
+                raise ValueError(f"{manifest}: unknown label {r.label!r} for {r.path}")
+            paths.append(root / r.path)
             labels.append(label)
         return paths, labels, split
     base = root / split if split and (root / split).is_dir() else root
@@ -276,7 +196,7 @@ def list_labelled_files(root: Path, split: str | None) -> tuple[list[Path], list
         if label is None:
             continue
         for p in sorted(sub.rglob("*")):
-            if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or ".jpg" in p.name.lower()):
+            if p.is_file() and looks_like_image(p):
                 paths.append(p)
                 labels.append(label)
     if not paths:
@@ -297,9 +217,10 @@ def load_labelled_images(root: Path, split: str | None = "test", limit: int | No
         labels = [labels[i] for i in keep]
     out = LabelledImages(Path(root), used_split)
     for path, label in zip(paths, labels, strict=True):
-        rgb = read_rgb(path)
-        if rgb is None:
-            out.skipped.append({"path": str(path), "reason": "missing or not a decodable image"})
+        try:
+            rgb = read_rgb(path)
+        except (OSError, ValueError) as exc:
+            out.skipped.append({"path": str(path), "reason": str(exc)})
             continue
         out.paths.append(path)
         out.labels.append(label)
@@ -432,7 +353,9 @@ def run_bench(cfg: BenchConfig) -> dict:
                  len(clfs), threads, cfg.warmup, cfg.runs)
         times = _time_interleaved(clfs, inputs, cfg.runs, cfg.warmup)
         for entry, row in zip(entries, times, strict=True):
-            entry["latency"][str(threads)].update(latency_summary(row))
+            lat = latency_summary(row * 1000.0)
+            lat["runs"] = lat.pop("n")  # bench.json's name for the count
+            entry["latency"][str(threads)].update(lat)
         if ti == 0 and images is not None:
             _accuracy(entries, clfs, images, ref)
         del clfs
@@ -479,7 +402,7 @@ def _accuracy(entries: list[dict], clfs: Sequence, images: LabelledImages, ref: 
     preds = []
     for entry, clf in zip(entries, clfs, strict=True):
         probs = _evaluate(clf, images)[keep]
-        pred = predicted_labels(probs, clf.alert_index, float(clf.card.threshold))
+        pred = decide(probs, clf.alert_index, float(clf.card.threshold))
         preds.append(pred)
         m = classification_metrics(y, pred, clf.alert_index)
         entry["accuracy"] = {

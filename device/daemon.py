@@ -55,8 +55,9 @@ class Daemon:
         """``grabber_factory(camera_cfg)`` replaces the camera grabber and ``record_timings`` keeps
         every frame's stage times in :attr:`timings` (both for the benchmark)."""
         from device.captures import Monitor
-        from device.health import Notifier, RateLimitedLog, Watchdog
+        from device.health import Notifier, Watchdog
         from device.pipeline import Pipeline
+        from device.ratelimit import RateLimitedLog
         from device.state import DeviceState
         from device.tracking.tracker import Tracker
 

@@ -6,11 +6,12 @@ variable is unset and every call is a no-op, so the daemon needs no "am I under 
 
 The watchdog is fed only while frames flow (:class:`Watchdog`): a daemon whose camera froze is
 alive but useless, and systemd's ``WatchdogSec=`` should restart it. Notification failures are
-logged (rate limited) and never raised: health reporting must not take the daemon down.
+logged (rate limited, :class:`device.ratelimit.RateLimitedLog`) and never raised: health
+reporting must not take the daemon down.
 
 Additions to the shared API: ``Notifier.extend_timeout(seconds)`` (``EXTEND_TIMEOUT_USEC``,
 for slow starts such as loading a model from an SD card), ``Notifier.close()``, the ``clock``
-argument of :class:`Watchdog` and :class:`RateLimitedLog`, and :meth:`RateLimitedLog.flush`.
+argument of :class:`Watchdog`.
 """
 
 from __future__ import annotations
@@ -20,62 +21,11 @@ import os
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
+from device.ratelimit import RateLimitedLog
+
 log = logging.getLogger(__name__)
-
-
-class RateLimitedLog:
-    """Log a repeated identical message once per ``interval_s``, then with "(repeated N times)".
-
-    A camera unplugged at night would otherwise write the same error 15 times a second until
-    the SD card is full. Messages are identical when their formatted text is.
-    """
-
-    def __init__(self, logger: logging.Logger | None = None, interval_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 256):
-        self.logger = logger or log
-        self.interval_s = float(interval_s)
-        self.clock = clock
-        self.max_keys = max_keys
-        self._seen: OrderedDict[tuple[int, str], list] = OrderedDict()  # key -> [last_logged, suppressed]
-        self._lock = threading.Lock()
-
-    def log(self, level: int, msg: str, *args: object) -> bool:
-        """Log now, or count the message as suppressed; True when it was written."""
-        text = msg % args if args else msg
-        key = (level, text)
-        now = self.clock()
-        with self._lock:
-            entry = self._seen.get(key)
-            if entry is not None and now - entry[0] < self.interval_s:
-                entry[1] += 1
-                return False
-            suppressed = entry[1] if entry is not None else 0
-            self._seen[key] = [now, 0]
-            self._seen.move_to_end(key)
-            while len(self._seen) > self.max_keys:
-                self._seen.popitem(last=False)
-        if suppressed:
-            self.logger.log(level, "%s (repeated %d times)", text, suppressed)
-        else:
-            self.logger.log(level, "%s", text)
-        return True
-
-    def warning(self, msg: str, *args: object) -> bool:
-        return self.log(logging.WARNING, msg, *args)
-
-    def error(self, msg: str, *args: object) -> bool:
-        return self.log(logging.ERROR, msg, *args)
-
-    def flush(self) -> None:
-        """Write the counts of messages suppressed since they were last logged (e.g. at shutdown)."""
-        with self._lock:
-            pending = [(k, e[1]) for k, e in self._seen.items() if e[1]]
-            self._seen.clear()
-        for (level, text), n in pending:
-            self.logger.log(level, "%s (repeated %d times)", text, n)
 
 
 class Notifier:

@@ -140,7 +140,7 @@ def test_bench_accuracy_matches_keras_on_the_test_split(pair, faces, tmp_path):
 def test_bench_runs_without_tensorflow_on_a_class_folder_tree(pair, faces, tmp_path):
     """Device side: TensorFlow and Keras made unimportable; labelled images as a folder per class."""
     tree = tmp_path / "tree"
-    from train.data.manifest import read_manifest
+    from device.manifest import read_manifest
 
     for row in read_manifest(faces):
         if row.split == "test":
@@ -233,36 +233,7 @@ def test_labelled_files_from_a_manifest(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_predicted_labels_use_the_alert_threshold():
-    probs = np.array([[0.6, 0.4], [0.3, 0.7], [0.5, 0.5], [0.1, 0.2]], np.float32)
-    assert bench.predicted_labels(probs, 1, 0.5).tolist() == [0, 1, 1, 0]
-    assert bench.predicted_labels(probs, 1, 0.35).tolist() == [1, 1, 1, 0]
-    three = np.array([[0.2, 0.3, 0.5], [0.1, 0.6, 0.3]], np.float32)
-    # Alert below threshold: the most likely of the others wins, even over the alert class.
-    assert bench.predicted_labels(three, 1, 0.65).tolist() == [2, 2]
-    assert bench.predicted_labels(np.zeros((0, 2)), 1, 0.5).shape == (0,)
-
-
-def test_classification_metrics_by_hand():
-    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
-    p = np.array([1, 1, 0, 1, 0, 0, 0, 0])
-    m = bench.classification_metrics(y, p, positive=1)
-    assert m["accuracy"] == pytest.approx(6 / 8)
-    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
-    assert m["f1"] == pytest.approx(2 / 3)
-    none = bench.classification_metrics(np.zeros(4), np.zeros(4), positive=1)
-    assert none["f1"] == 0.0 and none["accuracy"] == 1.0
-    assert bench.agreement(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])) == 0.75
-    with pytest.raises(ValueError, match="differ in shape"):
-        bench.agreement(np.zeros(3), np.zeros(4))
-
-
-def test_latency_summary_and_ratios():
-    s = bench.latency_summary([0.001] * 98 + [0.010, 0.020])
-    assert s["p50_ms"] == pytest.approx(1.0) and s["runs"] == 100
-    assert s["p99_ms"] > s["p95_ms"] >= s["p50_ms"] and s["min_ms"] == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        bench.latency_summary([])
+def test_ratios_and_threads():
     assert bench.ratio(3.0, 4.0) == 0.75 and bench.ratio(None, 4.0) is None and bench.ratio(1.0, 0.0) is None
     assert bench.parse_threads("1,2,4,2") == [1, 2, 4]
     for bad in ("", "0", "1,x", "-2"):

@@ -36,7 +36,7 @@ def make_face_dataset(shared: Path, root: Path, per_class=PER_CLASS, side: int =
     """A dataset folder (manifest.csv + label folders) of real faces from faces-classify."""
     import cv2
 
-    from train.data.manifest import Row, write_manifest
+    from device.manifest import Row, write_manifest
 
     rows = []
     rng = np.random.default_rng(1)
@@ -256,7 +256,7 @@ def test_model_without_image_input(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_empty_calibration_set_and_missing_dataset(assets, tmp_path, capsys):
-    from train.data.manifest import read_manifest, write_manifest
+    from device.manifest import read_manifest, write_manifest
 
     data = tmp_path / "no-train"
     shutil.copytree(assets.dataset, data)

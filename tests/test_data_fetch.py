@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from device.manifest import read_manifest
 from tests.test_data_import import make_tree, visible_files
 from train import cli
 from train.data.fetch import cache_path, fetch
-from train.data.manifest import read_manifest
 
 
 class _Files:

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from device.contract import expand_box, normalize_label
+from device.manifest import read_manifest
 from train import cli
 from train.data.importer import REPORT, ImportReport, import_sources
-from train.data.manifest import read_manifest
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared with test_data_split / test_data_report / test_data_fetch

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from device.manifest import read_manifest
 from tests.test_data_import import imported_dataset, make_tree, smooth_image
 from train import cli
 from train.data.importer import import_sources
-from train.data.manifest import read_manifest
 from train.data.split import split_dataset
 
 

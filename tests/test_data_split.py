@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from device.manifest import Row, read_manifest, write_manifest
 from tests.test_data_import import imported_dataset
 from train import cli
-from train.data.manifest import Row, read_manifest, write_manifest
 from train.data.split import assign_splits, leaking_groups, split_dataset
 
 
@@ -102,7 +102,7 @@ def test_bad_fractions_and_missing_manifest_are_clear_errors(tmp_path, capsys):
 
 
 def test_faces_of_one_scene_share_a_split():
-    from train.data.manifest import Row
+    from device.manifest import Row
     from train.data.split import assign_splits
 
     rows = []
@@ -120,7 +120,7 @@ def test_faces_of_one_scene_share_a_split():
 def test_crowded_scenes_are_not_all_sent_to_train():
     """Scene units of very different sizes (1 to 12 faces): every split gets its share of scene
     faces and of crowded scenes. Largest-first placement put every crowded scene in train."""
-    from train.data.manifest import Row
+    from device.manifest import Row
     from train.data.split import assign_splits
 
     rows = [Row(f"with_mask/p{i}.jpg", "with_mask", f"classify/p{i}.jpg", f"p{i}", "0" * 16, f"p{i}", 90, 90)

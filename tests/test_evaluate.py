@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from device.contract import ModelCard
+from device.decision import decide
+from device.metrics import confusion, per_class
 from tests import test_train as shared_runs
-from train.evaluate import choose_threshold, confusion, decide, per_class, precision_recall, roc, summarize
+from train.evaluate import choose_threshold, precision_recall, roc, summarize
 
 # the tiny runs and dataset are trained once per session and shared by the train/evaluate/predict tests
 keras_home = shared_runs.keras_home
@@ -52,12 +54,6 @@ def test_threshold_max_f1_and_target_recall():
         choose_threshold(np.ones(3, bool), np.array([0.1, 0.5, 0.9]))
     with pytest.raises(ValueError, match="target-recall"):
         choose_threshold(POS, SCORES, "recall", 1.5)
-
-
-def test_decision_follows_the_alert_threshold():
-    probs = np.array([[0.7, 0.3, 0.0], [0.2, 0.35, 0.45], [0.1, 0.2, 0.7]])
-    np.testing.assert_array_equal(decide(probs, 1, 0.5), [0, 2, 2])  # never alert: likeliest other
-    np.testing.assert_array_equal(decide(probs, 1, 0.3), [1, 1, 2])
 
 
 def test_summary_numbers_agree_with_each_other():
@@ -107,9 +103,10 @@ def _evaluate(argv: list[str]) -> int:
 @pytest.mark.slow
 def test_evaluate_keras_model_writes_report_pngs_and_threshold(imagenet_run, tiny_data, tmp_path, capsys):
     model = _copy_model(imagenet_run, tmp_path / "m")
-    assert _evaluate([str(model), "--data", str(tiny_data), "--out", str(tmp_path / "eval")]) == 0
+    assert _evaluate([str(model), "--data", str(tiny_data), "--write-threshold", "--out", str(tmp_path / "eval")]) == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "without_mask" in printed
+    assert f"written to {model.with_suffix('.json')}" in printed
 
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["n"] == 16 and report["split"] == "test" and report["threshold_chosen_on"] == "val"
@@ -137,7 +134,8 @@ def test_evaluate_tflite_without_tensorflow_matches_keras(tflite_model, imagenet
         "import sys\n"
         "from train.cli import main\n"
         f"rc = main(['evaluate', {str(tfl)!r}, '--data', {str(tiny_data)!r}, '--split', 'test',"
-        f" '--threshold-mode', 'recall', '--target-recall', '1.0', '--out', {str(tmp_path / 'eval')!r}])\n"
+        f" '--threshold-mode', 'recall', '--target-recall', '1.0', '--write-threshold',"
+        f" '--out', {str(tmp_path / 'eval')!r}])\n"
         "assert rc == 0, rc\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "assert not heavy, heavy[:5]\n"
@@ -160,14 +158,24 @@ def test_evaluate_tflite_without_tensorflow_matches_keras(tflite_model, imagenet
 
 
 @pytest.mark.slow
-def test_card_mode_keeps_the_card_untouched(imagenet_run, tiny_data, tmp_path):
+def test_the_card_changes_only_with_write_threshold(imagenet_run, tiny_data, tmp_path, capsys):
     model = _copy_model(imagenet_run, tmp_path / "m")
     before = model.with_suffix(".json").read_bytes()
+    assert _evaluate([str(model), "--data", str(tiny_data), "--out", str(tmp_path / "chosen")]) == 0
+    assert model.with_suffix(".json").read_bytes() == before  # a threshold was chosen, but not written
+    assert "not written to the card (add --write-threshold" in capsys.readouterr().out
+    chosen = json.loads((tmp_path / "chosen" / "report.json").read_text())
+    assert chosen["threshold_mode"] == "max_f1" and chosen["threshold_chosen_on"] == "val"
+
     assert _evaluate([str(model), "--data", str(tiny_data), "--split", "val", "--threshold-mode", "card",
                       "--out", str(tmp_path / "eval")]) == 0
     assert model.with_suffix(".json").read_bytes() == before
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["threshold"] == 0.5 and report["threshold_chosen_on"] == "card"
+
+    assert _evaluate([str(model), "--data", str(tiny_data), "--threshold-mode", "card", "--write-threshold"]) == 2
+    assert "nothing to write" in capsys.readouterr().err
+    assert model.with_suffix(".json").read_bytes() == before
 
 
 def test_evaluate_bad_input_is_named(tiny_data, tmp_path, capsys):

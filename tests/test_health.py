@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from device.health import Notifier, RateLimitedLog, Watchdog
+from device.health import Notifier, Watchdog
+from device.ratelimit import RateLimitedLog
 
 
 class FakeClock:
@@ -143,3 +144,16 @@ def test_rate_limited_log_counts_repeats(caplog):
         "camera usb0 unplugged (repeated 1 times)",
     ]
     assert [r.levelno for r in caplog.records][:2] == [logging.ERROR, logging.WARNING]
+
+
+def test_rate_limited_log_by_a_key_of_the_callers_own():
+    """A message whose text changes (an attempt count) is held back by its key; forget() starts afresh."""
+    clock = FakeClock()
+    rl = RateLimitedLog(logging.getLogger("test.ratelimit"), interval_s=60.0, clock=clock)
+    assert rl.allow("refused") == 0
+    assert rl.allow("refused") is None and rl.allow("refused") is None
+    assert rl.allow("timed out") == 0  # another reason gets through at once
+    clock.t += 60
+    assert rl.allow("refused") == 2  # let through again, with the count of those held back
+    rl.forget()
+    assert rl.allow("refused") == 0

@@ -143,8 +143,8 @@ def test_random_style_is_seeded_and_varied():
 
 @pytest.mark.slow
 def test_add_masks_cli_on_real_photos(shared, detector_model, tmp_path, capsys):
+    from device.manifest import read_manifest
     from train.data.importer import import_sources
-    from train.data.manifest import read_manifest
 
     src = tmp_path / "src"
     src.mkdir()

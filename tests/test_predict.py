@@ -69,7 +69,7 @@ def test_table_output_and_single_annotated_file(imagenet_run, media, detector_mo
 
 @pytest.mark.slow
 def test_crops_skip_the_detector(imagenet_run, tiny_data, capsys):
-    from train.data.manifest import read_manifest
+    from device.manifest import read_manifest
 
     rows = [r for r in read_manifest(tiny_data) if r.split == "test"]
     paths = [str(tiny_data / r.path) for r in rows]
@@ -87,4 +87,4 @@ def test_missing_or_unreadable_image_is_named(imagenet_run, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not a picture")
     assert _predict([str(imagenet_run / "model.keras"), str(bad), "--crops"]) == 2
-    assert "bad.jpg: unreadable image" in capsys.readouterr().err
+    assert "bad.jpg: not a usable image (not_an_image" in capsys.readouterr().err

@@ -134,7 +134,7 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
     # What the README says each step leaves behind.
     assert (work / "data/faces/manifest.csv").is_file()
     assert list((work / "data/faces").glob("**/*.png")), "data report writes PNGs"
-    from train.data.manifest import read_manifest
+    from device.manifest import read_manifest
 
     fetched = {r.label for r in read_manifest(work / "data/web")}
     assert fetched == {"with_mask", "without_mask"}, "fetch keeps the archive's classes apart"
@@ -144,7 +144,12 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
         assert (run / name).is_file(), name
     card = json.loads((run / "model.json").read_text())
     assert card["input_size"] == 128 and card["labels"] == ["with_mask", "without_mask"]
+    evaluated = next(v for k, v in outputs.items() if k.startswith("maskwatch evaluate"))
+    written = re.search(r"threshold (\d\.\d+) written to (\S+)", evaluated)
+    assert written and Path(written.group(2)) == Path("runs/default/model.json"), evaluated[-2000:]
+    assert card["threshold"] == pytest.approx(float(written.group(1)), abs=1e-4)  # what convert then used
     assert 0 < card["threshold"] < 1
+    assert json.loads((work / "models/default_int8.json").read_text())["threshold"] == pytest.approx(card["threshold"])
     for kind in ("int8", "float32"):
         assert (work / f"models/default_{kind}.tflite").is_file()
         assert (work / f"models/default_{kind}.json").is_file()

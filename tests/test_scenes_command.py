@@ -166,7 +166,7 @@ def test_nothing_flagged_at_threshold_one_and_detectors_side_by_side(tmp_path, v
 
 def test_split_filter_keeps_only_scenes_wholly_in_the_split(tmp_path, voc_dir, tiny_classifier, detector_model,
                                                             capsys):
-    from train.data.manifest import Row, write_manifest
+    from device.manifest import Row, write_manifest
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -224,7 +224,7 @@ def test_no_readable_photo_is_an_error(tmp_path, tiny_classifier, detector_model
 
 
 def all_scenes_in_test_split(voc: Path, dataset: Path) -> Path:
-    from train.data.manifest import Row, write_manifest
+    from device.manifest import Row, write_manifest
 
     dataset.mkdir()
     rows = [Row(f"with_mask/{p.stem}.jpg", "with_mask", f"{p}#box0", "0" * 64, "0" * 16, f"g{p.stem}", 50, 50, "test")

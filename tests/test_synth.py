@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from device.contract import WITH_MASK, WITHOUT_MASK
+from device.manifest import read_manifest
 from train.cli import main
-from train.data.manifest import read_manifest
 
 N = 40
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from device.contract import BINARY_LABELS, ModelCard, card_path
-from train.data.manifest import Row, manifest_sha256, read_manifest, write_manifest
+from device.manifest import Row, manifest_sha256, read_manifest, write_manifest
 
 KERAS_CACHE_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
@@ -252,7 +252,7 @@ def test_unreadable_image_is_named(shared, tmp_path, capsys):
     bad = read_manifest(data)[1]
     (data / bad.path).write_bytes(b"this is not an image")
     err = _error(tiny_cli_args(data, tmp_path / "run"), capsys)
-    assert bad.path in err and "unreadable image" in err
+    assert bad.path in err and "not a usable image" in err
     assert not (tmp_path / "run" / "model.keras").exists()
 
 

@@ -18,27 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from device.contract import DEFAULT_MARGIN, resize_face
-from train.data.manifest import MANIFEST, SPLITS, Row, read_manifest
+from device.images import read_rgb
+from device.manifest import MANIFEST, SPLITS, Row, read_manifest
 
 log = logging.getLogger(__name__)
 
 #: ``split`` value meaning "every row, whatever its split" (e.g. a dataset used only for testing).
 ALL = "all"
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file by its content (not its extension) into HxWx3 uint8 RGB."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable image ({exc})") from None
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """``maskwatch evaluate``: metrics, curves and a decision threshold for a .keras or .tflite model.
 
-The alert decision the device makes is "P(alert label) >= card.threshold"; this command picks
-that threshold (best F1 of the alert class, or the strictest one that still reaches a target
-recall) and writes it into the model's card. By default it is chosen on the val split and the
-requested split (test) is only measured with it, so the reported numbers are not tuned on the
-data they describe. All metrics are plain numpy (scikit-learn is not a dependency).
+The alert decision the device makes is "P(alert label) >= card.threshold" (:mod:`device.decision`);
+this command picks that threshold (best F1 of the alert class, or the strictest one that still
+reaches a target recall) and, with ``--write-threshold``, writes it into the model's card. By
+default it is chosen on the val split and the requested split (test) is only measured with it,
+so the reported numbers are not tuned on the data they describe. All metrics are plain numpy (scikit-learn is not a dependency).
 
 A ``.tflite`` model runs through :class:`device.classifier.MaskClassifier`, exactly as on the
 Pi, and that path never imports TensorFlow.
@@ -16,12 +16,18 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from device.contract import ModelCard, card_path, load_card_for
+from device.decision import decide
+from device.metrics import confusion, per_class
+
+if TYPE_CHECKING:
+    from train.dataset import Split
 
 log = logging.getLogger(__name__)
 
@@ -30,36 +36,6 @@ THRESHOLD_MODES = ("max_f1", "recall", "card")
 # --------------------------------------------------------------------------------------------
 # Metrics (pure functions)
 # --------------------------------------------------------------------------------------------
-
-
-def decide(probs: np.ndarray, alert_index: int, threshold: float) -> np.ndarray:
-    """The device's decision: the alert label when P(alert) >= threshold, else the likeliest other."""
-    probs = np.asarray(probs, dtype=np.float64)
-    others = probs.copy()
-    others[:, alert_index] = -np.inf
-    pred = np.argmax(others, axis=1)
-    pred[probs[:, alert_index] >= threshold] = alert_index
-    return pred
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    """Counts (n, n): rows are the true label, columns the predicted one."""
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return cm
-
-
-def per_class(cm: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, float]]:
-    out = {}
-    for i, lab in enumerate(labels):
-        tp = float(cm[i, i])
-        pred = float(cm[:, i].sum())
-        true = float(cm[i, :].sum())
-        p = tp / pred if pred else 0.0
-        r = tp / true if true else 0.0
-        f1 = 2 * p * r / (p + r) if (p + r) else 0.0
-        out[lab] = {"precision": p, "recall": r, "f1": f1, "support": int(true)}
-    return out
 
 
 def _sweep(positive: np.ndarray, scores: np.ndarray):
@@ -109,12 +85,10 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, mode: str = "max_
         raise ValueError(f"threshold mode must be max_f1 or recall, got {mode!r}")
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"--target-recall must be within (0, 1], got {target_recall}")
-    cuts, tp, fp = _sweep(positive, scores)
-    n_pos = tp[-1]
-    if n_pos == 0 or fp[-1] == 0:
+    positive = np.asarray(positive, bool)
+    if positive.all() or not positive.any():
         raise ValueError("choosing a threshold needs both alert and non-alert faces in the data")
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
+    precision, recall, cuts, _ = precision_recall(positive, scores)
     if mode == "max_f1":
         f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
         k = int(np.argmax(f1))
@@ -229,6 +203,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-split", default="val",
                         help="split the threshold is chosen on (default: %(default)s; falls back to --split "
                              "when the dataset has no such rows)")
+    parser.add_argument("--write-threshold", action="store_true",
+                        help="write the chosen threshold (and these metrics) into the model's card, so that "
+                             "convert and the device use it; without it the card is left as it is")
     parser.add_argument("--out", type=Path, help="report folder (default: eval_<model>_<split> beside the model)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -237,7 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _metrics_key(card: ModelCard, split: str, data: Path) -> str:
     """``test`` for the model's own dataset, ``test:<folder>`` for any other."""
-    from train.data.manifest import manifest_sha256
+    from device.manifest import manifest_sha256
 
     try:
         same = manifest_sha256(data) == card.dataset_manifest_sha256
@@ -246,91 +223,147 @@ def _metrics_key(card: ModelCard, split: str, data: Path) -> str:
     return split if same else f"{split}:{Path(data).resolve().name}"
 
 
+@dataclass
+class Threshold:
+    """The decision threshold an evaluation uses, and how it came about."""
+
+    value: float
+    mode: str
+    chosen_on: str  # a split name, or "card" when the card's own threshold is kept
+    target_recall: float | None = None
+
+
 def evaluate(model: Path, data: Path, split: str = "test", threshold_mode: str = "max_f1",
              target_recall: float = 0.98, threshold_split: str = "val", out: Path | None = None,
-             threads: int | None = None, batch_size: int = 64, worst: int = 24) -> dict[str, Any]:
-    """Run the evaluation, write PNGs + report.json, update the card; returns the report."""
-    from train import plots
-    from train.dataset import dataset_rows, load_split_data, rows_of_split
+             threads: int | None = None, batch_size: int = 64, worst: int = 24,
+             write_threshold: bool = False) -> dict[str, Any]:
+    """Measure ``model`` on a split: PNGs and report.json in ``out``; returns the report.
 
+    With ``write_threshold`` the chosen threshold (and these metrics) go into the model's card,
+    which is what conversion and the device then use; otherwise the card is not touched.
+    """
+    from train.dataset import load_split_data
+
+    _check_options(threshold_mode, target_recall, write_threshold)
+    model, data = Path(model), Path(data)
+    clf = load_classifier(model, threads)
+    card = clf.card
+    out = Path(out) if out else model.parent / f"eval_{model.stem}_{split.replace(':', '_')}"
+
+    ds = load_split_data(data, split, card.input_size, list(card.labels))
+    log.info("evaluating %s on %s/%s: %d faces %s", model.name, data, split, len(ds), ds.counts())
+    probs = predict_all(clf, ds.x, batch_size, desc=f"predicting {split}")
+    threshold = pick_threshold(clf, data, split, ds.y, probs, threshold_mode, target_recall, threshold_split,
+                               batch_size)
+    report = build_report(model, data, split, ds, probs, card, threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    report["files"] = {k: str(v) for k, v in draw_figures(report, ds, probs, out, worst).items()}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if write_threshold:
+        write_threshold_to_card(model, card, report, threshold, _metrics_key(card, split, data))
+    return report
+
+
+def _check_options(threshold_mode: str, target_recall: float, write_threshold: bool) -> None:
     if threshold_mode not in THRESHOLD_MODES:
         raise ValueError(f"--threshold-mode must be one of {', '.join(THRESHOLD_MODES)}, got {threshold_mode!r}")
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"--target-recall must be within (0, 1], got {target_recall}")
-    model, data = Path(model), Path(data)
-    clf = load_classifier(model, threads)
+    if write_threshold and threshold_mode == "card":
+        raise ValueError("--write-threshold with --threshold-mode card: the card's threshold is kept, "
+                         "there is nothing to write (choose max_f1 or recall)")
+
+
+def pick_threshold(clf: Classifier, data: Path, split: str, y: np.ndarray, probs: np.ndarray, mode: str,
+                   target_recall: float, threshold_split: str, batch_size: int) -> Threshold:
+    """The card's threshold, or one chosen on ``threshold_split`` (on ``split`` itself when the
+    dataset has no such rows), so the reported numbers are not tuned on the data they describe."""
+    from train.dataset import dataset_rows, load_split_data, rows_of_split
+
     card = clf.card
+    if mode == "card":
+        return Threshold(float(card.threshold), mode, "card")
+    labels = list(card.labels)
+    a = labels.index(card.alert_label)
+    chosen_on = split
+    if threshold_split != split:
+        if rows_of_split(dataset_rows(data, labels), threshold_split):
+            tds = load_split_data(data, threshold_split, card.input_size, labels)
+            y, chosen_on = tds.y, threshold_split
+            probs = predict_all(clf, tds.x, batch_size, desc=f"predicting {threshold_split}")
+        else:
+            log.warning("%s has no %s rows: the threshold is chosen on %s itself", data, threshold_split, split)
+    value = choose_threshold(y == a, probs[:, a], mode, target_recall)
+    return Threshold(value, mode, chosen_on, target_recall if mode == "recall" else None)
+
+
+def build_report(model: Path, data: Path, split: str, ds: Split, probs: np.ndarray, card: ModelCard,
+                 threshold: Threshold) -> dict[str, Any]:
+    """Every number of the report: the metrics at the threshold, at 0.5 for comparison, and what was run."""
     labels, alert = list(card.labels), card.alert_label
-    a = labels.index(alert)
-    out = Path(out) if out else model.parent / f"eval_{model.stem}_{split.replace(':', '_')}"
-
-    ds = load_split_data(data, split, card.input_size, labels)
-    log.info("evaluating %s on %s/%s: %d faces %s", model.name, data, split, len(ds), ds.counts())
-    probs = predict_all(clf, ds.x, batch_size, desc=f"predicting {split}")
-
-    chosen_on = "card"
-    threshold = float(card.threshold)
-    if threshold_mode != "card":
-        tprobs, ty, chosen_on = probs, ds.y, split
-        if threshold_split != split:
-            if rows_of_split(dataset_rows(data, labels), threshold_split):
-                tds = load_split_data(data, threshold_split, card.input_size, labels)
-                tprobs = predict_all(clf, tds.x, batch_size, desc=f"predicting {threshold_split}")
-                ty, chosen_on = tds.y, threshold_split
-            else:
-                log.warning("%s has no %s rows: the threshold is chosen on %s itself", data, threshold_split, split)
-        threshold = choose_threshold(ty == a, tprobs[:, a], threshold_mode, target_recall)
-
-    report = summarize(ds.y, probs, labels, alert, threshold)
+    report = summarize(ds.y, probs, labels, alert, threshold.value)
+    at_half = summarize(ds.y, probs, labels, alert, 0.5)
     report.update({
         "model": str(model), "data": str(data), "split": split, "labels": labels,
-        "threshold_mode": threshold_mode, "target_recall": target_recall if threshold_mode == "recall" else None,
-        "threshold_chosen_on": chosen_on, "at_0.5": {k: v for k, v in summarize(ds.y, probs, labels, alert, 0.5).items()
-                                                     if k in ("accuracy", f"{alert}_f1", f"{alert}_recall",
-                                                              f"{alert}_precision")},
+        "threshold_mode": threshold.mode, "target_recall": threshold.target_recall,
+        "threshold_chosen_on": threshold.chosen_on,
+        "at_0.5": {k: at_half[k] for k in ("accuracy", f"{alert}_f1", f"{alert}_recall", f"{alert}_precision")},
         "counts": ds.counts(), "quantization": card.quantization,
     })
+    return report
 
-    out.mkdir(parents=True, exist_ok=True)
+
+def draw_figures(report: dict[str, Any], ds: Split, probs: np.ndarray, out: Path, worst: int) -> dict[str, Path]:
+    """Confusion matrix, ROC and PR curves (with the operating point) and the worst mistakes as PNGs.
+
+    Adds the mistakes and a thinned PR curve to ``report``; returns the files written.
+    """
+    from train import plots
+
+    labels, alert, threshold = report["labels"], report["alert_label"], report["threshold"]
+    a = labels.index(alert)
+    name = Path(report["model"]).name
     positive, scores = ds.y == a, probs[:, a]
     fpr, tpr, _, auc = roc(positive, scores)
     prec, rec, _, ap = precision_recall(positive, scores)
-    pred = decide(probs, a, threshold)
     cm = np.asarray(report["confusion_matrix"])
     pt_fp = cm[np.arange(len(labels)) != a, a].sum() / max(1, (ds.y != a).sum())
     pt_tp = report[f"{alert}_recall"]
     files = {
         "confusion_matrix": plots.confusion_matrix(cm, labels, out / "confusion_matrix.png",
-                                                   f"{model.name} on {split} (threshold {threshold:.3f})"),
+                                                   f"{name} on {report['split']} (threshold {threshold:.3f})"),
         "roc": plots.roc_curve(fpr, tpr, auc, out / "roc.png", alert, (float(pt_fp), float(pt_tp))),
         "pr": plots.pr_curve(rec, prec, ap, out / "pr.png", alert,
                              (float(pt_tp), float(report[f"{alert}_precision"]))),
     }
+    pred = decide(probs, a, threshold)
     wrong = np.flatnonzero(pred != ds.y)
     confidence = probs[wrong, pred[wrong]]
     worst_idx = wrong[np.argsort(-confidence, kind="mergesort")][:worst]
-    mistakes = [{"path": ds.paths[i], "true": labels[ds.y[i]], "predicted": labels[pred[i]],
-                 f"p_{alert}": float(probs[i, a])} for i in worst_idx]
     files["mistakes"] = plots.contact_sheet(
         [ds.x[i] for i in worst_idx],
         [f"{labels[ds.y[i]]}->{labels[pred[i]]}\np({alert})={probs[i, a]:.2f}" for i in worst_idx],
         out / "mistakes.png", title=f"worst {len(worst_idx)} of {len(wrong)} mistakes")
-    report["mistakes"] = mistakes
+    report["mistakes"] = [{"path": ds.paths[i], "true": labels[ds.y[i]], "predicted": labels[pred[i]],
+                           f"p_{alert}": float(probs[i, a])} for i in worst_idx]
     report["n_mistakes"] = int(len(wrong))
     report["pr_curve"] = {"recall": rec[:: max(1, len(rec) // 200)].round(5).tolist(),
                           "precision": prec[:: max(1, len(prec) // 200)].round(5).tolist()}
-    report["files"] = {k: str(v) for k, v in files.items()}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return files
 
-    if threshold_mode != "card":
-        key = _metrics_key(card, split, data)
-        card.threshold = round(threshold, 6)
-        card.metrics[key] = {k: report[k] for k in ("n", "accuracy", "roc_auc", "average_precision", "threshold",
-                                                    f"{alert}_precision", f"{alert}_recall", f"{alert}_f1")}
-        card.extra["threshold"] = {"mode": threshold_mode, "chosen_on": chosen_on,
-                                   "target_recall": report["target_recall"]}
-        card.save(card_path(model))
-    return report
+
+def write_threshold_to_card(model: Path, card: ModelCard, report: dict[str, Any], threshold: Threshold,
+                            key: str) -> Path:
+    """The chosen threshold, how it was chosen and the headline metrics, into the model's card."""
+    alert = card.alert_label
+    card.threshold = round(threshold.value, 6)
+    card.metrics[key] = {k: report[k] for k in ("n", "accuracy", "roc_auc", "average_precision", "threshold",
+                                                f"{alert}_precision", f"{alert}_recall", f"{alert}_f1")}
+    card.extra["threshold"] = {"mode": threshold.mode, "chosen_on": threshold.chosen_on,
+                               "target_recall": threshold.target_recall}
+    path = card_path(model)
+    card.save(path)
+    return path
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -350,9 +383,12 @@ def format_report(r: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     report = evaluate(args.model, args.data, args.split, args.threshold_mode, args.target_recall,
-                      args.threshold_split, args.out, args.threads, args.batch_size, args.worst)
+                      args.threshold_split, args.out, args.threads, args.batch_size, args.worst,
+                      write_threshold=args.write_threshold)
     print(format_report(report))
     print(f"report: {Path(report['files']['confusion_matrix']).parent / 'report.json'}")
-    if args.threshold_mode != "card":
+    if args.write_threshold:
         print(f"threshold {report['threshold']:.4f} written to {card_path(args.model)}")
+    elif args.threshold_mode != "card":
+        print(f"threshold {report['threshold']:.4f} not written to the card (add --write-threshold to use it)")
     return 0

@@ -26,11 +26,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from device.contract import ALERT_LABEL, BINARY_LABELS, THREE_CLASS_LABELS, ModelCard, card_path
+
+if TYPE_CHECKING:
+    from train.augment import AugmentConfig
+    from train.dataset import Split
 
 log = logging.getLogger(__name__)
 
@@ -156,110 +160,171 @@ def _features(fm, x: np.ndarray, desc: str, batch_size: int = 64) -> np.ndarray:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run both phases and write the run folder. Raises ValueError & co. before training on bad input."""
-    from train.augment import AugmentConfig
-    from train.data.manifest import manifest_sha256
-    from train.dataset import check_training_data, class_weights, dataset_margin, load_split_data
-    from train.evaluate import summarize
-    from train.model import check_options, imagenet_weights_path
+    from train.dataset import class_weights
 
     t_start = time.monotonic()
+    counts = check_before_training(cfg)
+    seconds: dict[str, float] = {}
+    train_ds, val_ds = load_images(cfg, seconds)
+    weights = class_weights(train_ds.y, len(cfg.labels))
+    config = write_run_config(cfg, counts, weights)
+    model, fit = build(cfg, train_ds, val_ds, weights)
+    history: list[dict[str, Any]] = []
+    head_best = train_head(model, cfg, fit, seconds, history)
+    fine_tune(model, cfg, fit, head_best, seconds, history)
+    return save_run(model, cfg, config, val_ds, history, seconds, t_start)
+
+
+@dataclass
+class FitData:
+    """What both phases fit on: the splits, their one-hot labels, per-sample class weights, the loss."""
+
+    train: Split
+    val: Split
+    y_train: np.ndarray
+    y_val: np.ndarray
+    w_train: np.ndarray
+    loss: Any
+
+
+def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
+    """Every check that can fail before an image is decoded; returns the counts per split and label."""
+    from train.dataset import check_training_data
+    from train.model import check_options, imagenet_weights_path
+
     cfg.validate()
-    labels = cfg.labels
     data, out = Path(cfg.data), Path(cfg.out)
     check_options(cfg.backbone, cfg.input_size, cfg.alpha, cfg.weights)
-    counts = check_training_data(data, labels)
+    counts = check_training_data(data, cfg.labels)
     if cfg.weights == "imagenet":
         imagenet_weights_path(cfg.backbone, cfg.alpha)  # fail now, not after loading images
     _prepare_out(out, cfg.overwrite)
     log.info("dataset %s: %s", data, json.dumps(counts))
+    return counts
 
-    seconds: dict[str, float] = {}
+
+def load_images(cfg: TrainConfig, seconds: dict[str, float]) -> tuple[Split, Split]:
+    """The train and val splits, resized to the model's input."""
+    from train.dataset import load_split_data
+
     t = time.monotonic()
-    train_ds = load_split_data(data, "train", cfg.input_size, labels)
-    val_ds = load_split_data(data, "val", cfg.input_size, labels)
+    train_ds = load_split_data(Path(cfg.data), "train", cfg.input_size, cfg.labels)
+    val_ds = load_split_data(Path(cfg.data), "val", cfg.input_size, cfg.labels)
     seconds["load_images"] = time.monotonic() - t
     log.info("loaded %d train + %d val images in %.1f s", len(train_ds), len(val_ds), seconds["load_images"])
+    return train_ds, val_ds
 
-    aug_cfg = AugmentConfig(blur=0.5 if cfg.blur else 0.0)
-    margin = dataset_margin(data)
-    sha = manifest_sha256(data)
-    weights = class_weights(train_ds.y, len(labels))
-    config = {**asdict(cfg), "data_resolved": str(data.resolve()), "labels": list(labels), "augment_config": aug_cfg.to_dict(), "margin": margin,
-              "dataset_manifest_sha256": sha, "counts": counts, "class_weights": {labels[i]: w for i, w in weights.items()},
-              "versions": _versions()}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
+def write_run_config(cfg: TrainConfig, counts: dict, weights: dict[int, float]) -> dict[str, Any]:
+    """config.json: the options, the data it saw (manifest hash, counts, margin) and the versions."""
+    from device.manifest import manifest_sha256
+    from train.dataset import dataset_margin
+
+    data, labels = Path(cfg.data), cfg.labels
+    config = {**asdict(cfg), "data_resolved": str(data.resolve()), "labels": list(labels),
+              "augment_config": _augment_config(cfg).to_dict(), "margin": dataset_margin(data),
+              "dataset_manifest_sha256": manifest_sha256(data), "counts": counts,
+              "class_weights": {labels[i]: w for i, w in weights.items()}, "versions": _versions()}
+    (Path(cfg.out) / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return config
+
+
+def _augment_config(cfg: TrainConfig) -> AugmentConfig:
+    from train.augment import AugmentConfig
+
+    return AugmentConfig(blur=0.5 if cfg.blur else 0.0)
+
+
+def build(cfg: TrainConfig, train_ds: Split, val_ds: Split, weights: dict[int, float]) -> tuple[Any, FitData]:
+    """The model (seeded) and what it is fitted on."""
     import keras
 
-    from train.model import build_model, head_model, inference_model, set_finetune
+    from train.model import build_model
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.backbone, cfg.input_size, len(labels), cfg.alpha, cfg.weights, augment=cfg.augment,
-                        dropout=cfg.dropout, augment_config=aug_cfg, seed=cfg.seed)
-    n = len(labels)
-    y_train = keras.utils.to_categorical(train_ds.y, n)
-    y_val = keras.utils.to_categorical(val_ds.y, n)
-    w_train = np.array([weights[int(i)] for i in train_ds.y], np.float32)
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    history: list[dict[str, Any]] = []
-    fit_kw = {"verbose": _verbose()}
+    n = len(cfg.labels)
+    model = build_model(cfg.backbone, cfg.input_size, n, cfg.alpha, cfg.weights, augment=cfg.augment,
+                        dropout=cfg.dropout, augment_config=_augment_config(cfg), seed=cfg.seed)
+    fit = FitData(train=train_ds, val=val_ds,
+                  y_train=keras.utils.to_categorical(train_ds.y, n), y_val=keras.utils.to_categorical(val_ds.y, n),
+                  w_train=np.array([weights[int(i)] for i in train_ds.y], np.float32),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    return model, fit
 
-    # ---- phase 1: head on cached features -------------------------------------------------
-    head_best = np.inf
-    if cfg.epochs_head > 0:
-        t = time.monotonic()
-        n_copies = cfg.head_copies if cfg.augment else 1
-        clean_fm, aug_fm = _feature_models(model, n_copies > 1)
-        copies = [_features(clean_fm, train_ds.x, "train (clean)")]
-        copies += [_features(aug_fm, train_ds.x, f"train (augmented copy {k})") for k in range(1, n_copies)]
-        f_val = _features(clean_fm, val_ds.x, "val")
-        seconds["features"] = time.monotonic() - t
-        t = time.monotonic()
-        head = head_model(model)
-        head.compile(optimizer=_optimizer(cfg.optimizer, cfg.lr_head), loss=loss, metrics=["accuracy"])
-        k = len(copies)
-        log.info("phase 1/2: head on %d cached feature vectors (%d copies), up to %d epochs",
-                 k * len(train_ds), k, cfg.epochs_head)
-        h = head.fit(np.concatenate(copies), np.tile(y_train, (k, 1)), sample_weight=np.tile(w_train, k),
-                     batch_size=cfg.batch_size, epochs=cfg.epochs_head, validation_data=(f_val, y_val),
-                     shuffle=True, callbacks=[_early_stop(cfg.patience)], **fit_kw)
-        seconds["head"] = time.monotonic() - t
-        history += _history_rows("head", h.history, seconds["head"])
-        head_best = float(np.min(h.history["val_loss"]))
-        del copies
 
-    # ---- phase 2: fine-tune the top of the backbone ---------------------------------------
-    if cfg.epochs_finetune > 0 and cfg.finetune_layers > 0:
-        t = time.monotonic()
-        before = model.get_weights()
-        scratch = cfg.weights == "none"
-        n_layers = 10**6 if scratch else cfg.finetune_layers  # from scratch nothing is worth freezing
-        n_trainable = set_finetune(model, n_layers, train_batchnorm=scratch)
-        model.compile(optimizer=_optimizer(cfg.optimizer, cfg.lr_finetune), loss=loss, metrics=["accuracy"])
-        log.info("phase 2/2: %s (%d weight tensors), up to %d epochs",
-                 "training the whole backbone from scratch" if scratch else
-                 f"fine-tuning the top {cfg.finetune_layers} backbone layers", n_trainable, cfg.epochs_finetune)
-        ckpt = out / "checkpoint.weights.h5"
-        h = model.fit(train_ds.x.astype(np.float32), y_train, sample_weight=w_train, batch_size=cfg.batch_size,
-                      epochs=cfg.epochs_finetune, validation_data=(val_ds.x.astype(np.float32), y_val),
-                      shuffle=True, callbacks=[
-                          _early_stop(cfg.patience),
-                          # a plateau usually means the step is too big for the last few errors
-                          keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
-                                                            patience=max(1, cfg.patience // 2), min_lr=1e-7),
-                          keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True,
-                                                          save_weights_only=True),
-                      ], **fit_kw)
-        seconds["finetune"] = time.monotonic() - t
-        history += _history_rows("finetune", h.history, seconds["finetune"])
-        if float(np.min(h.history["val_loss"])) >= head_best:
-            log.info("fine-tuning did not beat the head phase on val loss; keeping the head-phase weights")
-            model.set_weights(before)
-        ckpt.unlink(missing_ok=True)
+def train_head(model, cfg: TrainConfig, fit: FitData, seconds: dict[str, float],
+               history: list[dict[str, Any]]) -> float:
+    """Phase 1: the head on cached backbone features; returns its best val loss (inf when skipped)."""
+    from train.model import head_model
 
-    # ---- artefacts ---------------------------------------------------------------------------
+    if cfg.epochs_head <= 0:
+        return np.inf
+    t = time.monotonic()
+    n_copies = cfg.head_copies if cfg.augment else 1
+    clean_fm, aug_fm = _feature_models(model, n_copies > 1)
+    copies = [_features(clean_fm, fit.train.x, "train (clean)")]
+    copies += [_features(aug_fm, fit.train.x, f"train (augmented copy {k})") for k in range(1, n_copies)]
+    f_val = _features(clean_fm, fit.val.x, "val")
+    seconds["features"] = time.monotonic() - t
+    t = time.monotonic()
+    head = head_model(model)
+    head.compile(optimizer=_optimizer(cfg.optimizer, cfg.lr_head), loss=fit.loss, metrics=["accuracy"])
+    k = len(copies)
+    log.info("phase 1/2: head on %d cached feature vectors (%d copies), up to %d epochs",
+             k * len(fit.train), k, cfg.epochs_head)
+    h = head.fit(np.concatenate(copies), np.tile(fit.y_train, (k, 1)), sample_weight=np.tile(fit.w_train, k),
+                 batch_size=cfg.batch_size, epochs=cfg.epochs_head, validation_data=(f_val, fit.y_val),
+                 shuffle=True, callbacks=[_early_stop(cfg.patience)], verbose=_verbose())
+    seconds["head"] = time.monotonic() - t
+    history += _history_rows("head", h.history, seconds["head"])
+    return float(np.min(h.history["val_loss"]))
+
+
+def fine_tune(model, cfg: TrainConfig, fit: FitData, head_best: float, seconds: dict[str, float],
+              history: list[dict[str, Any]]) -> None:
+    """Phase 2: the top of the backbone too; the head-phase weights stay if this does not beat them."""
+    import keras
+
+    from train.model import set_finetune
+
+    if cfg.epochs_finetune <= 0 or cfg.finetune_layers <= 0:
+        return
+    t = time.monotonic()
+    before = model.get_weights()
+    scratch = cfg.weights == "none"
+    n_layers = 10**6 if scratch else cfg.finetune_layers  # from scratch nothing is worth freezing
+    n_trainable = set_finetune(model, n_layers, train_batchnorm=scratch)
+    model.compile(optimizer=_optimizer(cfg.optimizer, cfg.lr_finetune), loss=fit.loss, metrics=["accuracy"])
+    log.info("phase 2/2: %s (%d weight tensors), up to %d epochs",
+             "training the whole backbone from scratch" if scratch else
+             f"fine-tuning the top {cfg.finetune_layers} backbone layers", n_trainable, cfg.epochs_finetune)
+    ckpt = Path(cfg.out) / "checkpoint.weights.h5"
+    h = model.fit(fit.train.x.astype(np.float32), fit.y_train, sample_weight=fit.w_train, batch_size=cfg.batch_size,
+                  epochs=cfg.epochs_finetune, validation_data=(fit.val.x.astype(np.float32), fit.y_val),
+                  shuffle=True, callbacks=[
+                      _early_stop(cfg.patience),
+                      # a plateau usually means the step is too big for the last few errors
+                      keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                                        patience=max(1, cfg.patience // 2), min_lr=1e-7),
+                      keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True,
+                                                      save_weights_only=True),
+                  ], verbose=_verbose())
+    seconds["finetune"] = time.monotonic() - t
+    history += _history_rows("finetune", h.history, seconds["finetune"])
+    if float(np.min(h.history["val_loss"])) >= head_best:
+        log.info("fine-tuning did not beat the head phase on val loss; keeping the head-phase weights")
+        model.set_weights(before)
+    ckpt.unlink(missing_ok=True)
+
+
+def save_run(model, cfg: TrainConfig, config: dict[str, Any], val_ds: Split, history: list[dict[str, Any]],
+             seconds: dict[str, float], t_start: float) -> TrainResult:
+    """model.keras with its card (val metrics at threshold 0.5), history.csv, curves.png, config.json."""
     from train import plots
+    from train.evaluate import summarize
+    from train.model import inference_model
 
+    out, labels = Path(cfg.out), cfg.labels
     final = inference_model(model)
     model_path = out / "model.keras"
     final.save(model_path)
@@ -271,12 +336,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         backbone=cfg.backbone,
         input_size=cfg.input_size,
         labels=list(labels),
-        margin=margin,
+        margin=config["margin"],
         threshold=0.5,
         quantization="none",
         metrics={"val": {k: val_metrics[k] for k in ("n", "accuracy", "roc_auc", "without_mask_precision",
                                                      "without_mask_recall", "without_mask_f1", "threshold")}},
-        dataset_manifest_sha256=sha,
+        dataset_manifest_sha256=config["dataset_manifest_sha256"],
         extra={"alpha": cfg.alpha, "weights": cfg.weights, "train_seconds": round(seconds["total"], 1),
                "epochs": {p: sum(1 for r in history if r["phase"] == p) for p in ("head", "finetune")}},
     )

@@ -67,34 +67,34 @@ def confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: Path, title: s
 
 def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path, label: str,
               point: tuple[float, float] | None = None) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    ax.plot(fpr, tpr, lw=2, label=f"{label} (AUC {auc:.4f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    if point is not None:
-        ax.plot([point[0]], [point[1]], "o", color="red", label="chosen threshold")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return _curve(fpr, tpr, f"{label} (AUC {auc:.4f})", point, ("false positive rate", "true positive rate"),
+                  "ROC", "lower right", path, diagonal=True)
 
 
 def pr_curve(recall: np.ndarray, precision: np.ndarray, ap: float, path: Path, label: str,
              point: tuple[float, float] | None = None) -> Path:
+    return _curve(recall, precision, f"{label} (AP {ap:.4f})", point, ("recall", "precision"),
+                  "precision / recall", "lower left", path, unit_box=True)
+
+
+def _curve(x: np.ndarray, y: np.ndarray, label: str, point: tuple[float, float] | None, axes: tuple[str, str],
+           title: str, legend_loc: str, path: Path, diagonal: bool = False, unit_box: bool = False) -> Path:
+    """One curve, with the operating point of the chosen threshold marked in red."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    ax.plot(recall, precision, lw=2, label=f"{label} (AP {ap:.4f})")
+    ax.plot(x, y, lw=2, label=label)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], ":", color="grey")
     if point is not None:
         ax.plot([point[0]], [point[1]], "o", color="red", label="chosen threshold")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.01)
-    ax.set_ylim(0, 1.01)
-    ax.set_title("precision / recall")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    if unit_box:
+        ax.set_xlim(0, 1.01)
+        ax.set_ylim(0, 1.01)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc=legend_loc, fontsize=8)
     return _save(fig, path)
 
 

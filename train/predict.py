@@ -39,8 +39,8 @@ class ImagePrediction:
 
 def predict_images(clf, paths: list[Path], crops: bool = False, detector=None) -> list[ImagePrediction]:
     """Classify every face of every image (``detector`` is needed unless ``crops``)."""
-    from train.dataset import read_rgb
-    from train.evaluate import decide
+    from device.decision import decide
+    from device.images import read_rgb
 
     card = clf.card
     a = card.labels.index(card.alert_label)
@@ -73,7 +73,7 @@ def annotate(image_path: Path, result: ImagePrediction, out_path: Path, alert_la
     """The photo with a box and label per face (green with mask, red without), saved as an image."""
     import cv2
 
-    from train.dataset import read_rgb
+    from device.images import read_rgb
 
     img = cv2.cvtColor(read_rgb(image_path), cv2.COLOR_RGB2BGR)
     thick = max(2, round(max(img.shape[:2]) / 400))

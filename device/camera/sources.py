@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from device.images import looks_like_image, read_rgb
+
 if TYPE_CHECKING:
     from device.config import CameraConfig
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 @runtime_checkable
@@ -218,7 +218,7 @@ def list_images(pattern: str) -> list[Path]:
     """Image files in a folder, or files matching a glob, in natural order."""
     p = Path(pattern).expanduser()
     if p.is_dir():
-        files = [str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [str(f) for f in p.iterdir() if f.is_file() and looks_like_image(f)]
     else:
         files = [f for f in glob.glob(str(p), recursive=True) if Path(f).is_file()]
     return [Path(f) for f in sorted(files, key=_natural_key)]
@@ -227,8 +227,8 @@ def list_images(pattern: str) -> list[Path]:
 class ImageFolderSource:
     """Each image once, in natural order; unreadable files are skipped (warned, counted).
 
-    Decoding goes through ``np.fromfile`` + ``cv2.imdecode`` because ``cv2.imread`` fails on
-    non-ASCII paths on some platforms, and real datasets have them.
+    Decoded by :func:`device.images.read_rgb`, the project's one reader (by content, EXIF
+    orientation applied, non-ASCII paths fine).
     """
 
     live = False
@@ -258,16 +258,10 @@ class ImageFolderSource:
             f = self._files[self._next]
             self._next += 1
             try:
-                bgr = cv2.imdecode(np.fromfile(str(f), dtype=np.uint8), cv2.IMREAD_COLOR)
-            except (OSError, cv2.error) as exc:
-                bgr, why = None, str(exc)
-            else:
-                why = "not a decodable image"
-            if bgr is None:
+                return read_rgb(f)
+            except (OSError, ValueError) as exc:
                 self.skipped += 1
-                log.warning("%s: skipping %s (%s)", self.name, f, why)
-                continue
-            return to_rgb(bgr, order="bgr")
+                log.warning("%s: skipping %s (%s)", self.name, f, exc)
         return None
 
     def close(self) -> None:

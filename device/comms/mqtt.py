@@ -44,6 +44,7 @@ from device.comms.events import Event
 from device.comms.outbox import Outbox
 from device.comms.topics import Topics
 from device.config import MqttConfig
+from device.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
@@ -168,9 +169,7 @@ class MqttPublisher:
         self._attempt_reported = False
         self._socket_error: str | None = None
         self._last_error: str | None = None
-        self._logged_reason: str | None = None
-        self._logged_at = 0.0
-        self._suppressed = 0
+        self._connect_log = RateLimitedLog(log, interval_s=LOG_REPEAT_S)
         self._latest_state: str | None = None
         self._snapshots_skipped = 0
         self._started = False
@@ -335,7 +334,7 @@ class MqttPublisher:
         failures, self._failures_since_ok = self._failures_since_ok, 0
         log.info("MQTT: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" after {failures} failed attempts" if failures else "")
-        self._logged_reason, self._suppressed = None, 0
+        self._connect_log.forget()
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         if self._latest_state is not None:
             client.publish(self.topics.state, self._latest_state, qos=0, retain=True)
@@ -389,16 +388,13 @@ class MqttPublisher:
         self._failures += 1
         self._failures_since_ok += 1
         self._last_error = reason
-        now = time.monotonic()
-        if reason != self._logged_reason or now - self._logged_at >= LOG_REPEAT_S:
-            more = f", {self._suppressed} more like it not logged" if self._suppressed else ""
-            log.warning("MQTT: cannot connect to %s:%d: %s (attempt %d%s; retrying, at most every %g s)",
-                        self.cfg.host, self.cfg.port, reason, self._failures_since_ok, more,
-                        self.cfg.reconnect_max_s)
-            self._logged_reason, self._logged_at, self._suppressed = reason, now, 0
-        else:
-            self._suppressed += 1
+        suppressed = self._connect_log.allow(reason)  # keyed by the reason: the attempt count changes
+        if suppressed is None:
             log.debug("MQTT: cannot connect to %s:%d: %s", self.cfg.host, self.cfg.port, reason)
+            return
+        more = f", {suppressed} more like it not logged" if suppressed else ""
+        log.warning("MQTT: cannot connect to %s:%d: %s (attempt %d%s; retrying, at most every %g s)",
+                    self.cfg.host, self.cfg.port, reason, self._failures_since_ok, more, self.cfg.reconnect_max_s)
 
     def _publish_discovery(self) -> None:
         for topic, payload in discovery.discovery_messages(

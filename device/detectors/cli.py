@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.detectors.base import KINDS, Face, make_detector
+from device.images import read_rgb
 from device.safe_write import write_file
 
 log = logging.getLogger(__name__)
@@ -33,22 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object per image (JSON Lines) instead of text")
     parser.add_argument("--annotate", type=Path, metavar="OUT_DIR",
                         help="also write each image with its faces drawn to OUT_DIR/<name>.jpg")
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8; np.fromfile + imdecode so non-ASCII paths work everywhere."""
-    import cv2
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ValueError(f"{path}: not a readable image ({data.size} bytes; empty, truncated or another format)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def face_record(face: Face) -> dict:

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from device.decision import is_alert
+
 if TYPE_CHECKING:
     from device.config import TrackerConfig
 
@@ -354,17 +356,17 @@ class Tracker:
         if t.label is None:
             if t.hits < self.cfg.evidence_frames:
                 return None
-            t.label = self.alert_label if t.score >= self.threshold else self._other_label(t)
+            t.label = self.alert_label if is_alert(t.score, self.threshold) else self._other_label(t)
             if self._reopen(t):
                 return None
             self.counts[t.label] = self.counts.get(t.label, 0) + 1
             return self._event("new", t, now)
         h = self.cfg.hysteresis
         if t.label == self.alert_label:
-            if t.score < self.threshold - h:
+            if not is_alert(t.score, self.threshold - h):
                 t.label = self._other_label(t)
                 return self._event("update", t, now)
-        elif t.score >= self.threshold + h:
+        elif is_alert(t.score, self.threshold + h):
             t.label = self.alert_label
             return self._event("update", t, now)
         elif t.label != self._other_label(t):  # three labels: the non-alert label changed

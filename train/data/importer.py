@@ -15,7 +15,7 @@ Sources (several may be merged in one import):
   temporary folder; a member that would land outside it (absolute path, ``..``) rejects the
   archive.
 
-Output (see :mod:`train.data.manifest`): ``DIR/<label>/<name>.jpg`` (RGB JPEG quality 95),
+Output (see :mod:`device.manifest`): ``DIR/<label>/<name>.jpg`` (RGB JPEG quality 95),
 ``DIR/manifest.csv`` and ``DIR/import_report.json``. Names are ASCII: a non-ASCII name is
 transliterated and given a short hash of the original so it stays unique and stable; the
 original path is always in the ``source`` column (``archive.zip!/member`` for archives,
@@ -63,18 +63,10 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 from device.contract import DEFAULT_MARGIN, expand_box, normalize_label
+from device.images import IMAGE_SUFFIXES, DecodeError, pil_open, pil_orient, pil_to_rgb
+from device.manifest import Row, write_manifest
 from train.data import dedup, voc
-from train.data.imageio import (
-    IMAGE_SUFFIXES,
-    DecodeError,
-    encode_jpeg,
-    open_image,
-    orient,
-    phash_hex,
-    pixels_sha256,
-    to_rgb,
-)
-from train.data.manifest import Row, write_manifest
+from train.data.imageio import encode_jpeg, phash_hex, pixels_sha256
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +134,11 @@ def process_task(task: Task, root: str, margin: float, min_face: int) -> tuple[l
     """
     try:
         data = Path(task.file).read_bytes()
-        im, _fmt = open_image(data)
+        im, _fmt = pil_open(data)
         if task.annotated_size is None or task.annotated_size != im.size:
             # Boxes drawn on the stored pixels of an EXIF-rotated photo keep the stored orientation.
-            im = orient(im)
-        im = to_rgb(im)
+            im = pil_orient(im)
+        im = pil_to_rgb(im)
     except DecodeError as exc:
         return [], [Skipped(task.source, exc.reason, exc.detail, len(task.crops))]
     except OSError as exc:
@@ -587,6 +579,26 @@ def _run_tasks(tasks: list[Task], root: Path, margin: float, min_face: int, jobs
 
 def _build(scanner: _Scanner, infos: list[SourceInfo], build: Path, out: Path, margin: float, min_face: int,
            near_threshold: int, jobs: int, progress: bool | None, t0: float) -> ImportReport:
+    produced, skipped = _cut_faces(scanner, build, margin, min_face, jobs, progress)
+    kept, dropped = _drop_exact_duplicates(produced, build)
+    if not kept:
+        where = ", ".join(i.path for i in infos)
+        reasons = Counter(s.reason for s in skipped)
+        raise ValueError(f"nothing to import from {where}: every item was skipped ({dict(reasons)})")
+    log.info("grouping %d images by sha256 and phash (threshold %d)", len(kept), near_threshold)
+    groups = dedup.group_ids([p.sha256 for p in kept], [p.phash for p in kept], near_threshold)
+    rows = [Row(p.path, p.label, p.source, p.sha256, p.phash, g, p.width, p.height) for p, g in zip(kept, groups, strict=True)]
+    write_manifest(build, rows)
+    dup_groups, conflicts, near_count = _duplicate_groups(rows, dropped)
+    report = _report(infos, out, rows, skipped, dropped, produced, dup_groups, conflicts, near_count,
+                     {"margin": margin, "min_face": min_face, "near_threshold": near_threshold}, t0)
+    (build / REPORT).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report
+
+
+def _cut_faces(scanner: _Scanner, build: Path, margin: float, min_face: int, jobs: int,
+               progress: bool | None) -> tuple[list[Produced], list[Skipped]]:
+    """Every task decoded and its faces written under ``build``; what was made and what was skipped."""
     for label in sorted({c.label for t in scanner.tasks for c in t.crops}):
         (build / label).mkdir()
     produced: list[Produced] = []
@@ -596,12 +608,14 @@ def _build(scanner: _Scanner, infos: list[SourceInfo], build: Path, out: Path, m
         for rows, skips in results:
             produced += rows
             skipped += skips
+    return produced, skipped
 
-    # Exact duplicates with the same label: keep the first copy.
+
+def _drop_exact_duplicates(produced: list[Produced], build: Path) -> tuple[list[Produced], list[dict]]:
+    """Exact duplicates with the same label: the first copy is kept, the others' files deleted."""
     kept: list[Produced] = []
     dropped: list[dict] = []
     first: dict[tuple[str, str], Produced] = {}
-    copies = Counter(p.sha256 for p in produced)
     for p in produced:
         key = (p.sha256, p.label)
         if key in first:
@@ -611,16 +625,12 @@ def _build(scanner: _Scanner, infos: list[SourceInfo], build: Path, out: Path, m
         else:
             first[key] = p
             kept.append(p)
-    if not kept:
-        where = ", ".join(i.path for i in infos)
-        reasons = Counter(s.reason for s in skipped)
-        raise ValueError(f"nothing to import from {where}: every item was skipped ({dict(reasons)})")
+    return kept, dropped
 
-    log.info("grouping %d images by sha256 and phash (threshold %d)", len(kept), near_threshold)
-    groups = dedup.group_ids([p.sha256 for p in kept], [p.phash for p in kept], near_threshold)
-    rows = [Row(p.path, p.label, p.source, p.sha256, p.phash, g, p.width, p.height) for p, g in zip(kept, groups, strict=True)]
-    write_manifest(build, rows)
 
+def _duplicate_groups(rows: list[Row], dropped: list[dict]) -> tuple[list[dict], list[dict], int]:
+    """Groups holding exact or near duplicates, groups whose members disagree on the label, and
+    how many groups hold near duplicates."""
     by_group: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         by_group[r.group].append(r)
@@ -643,18 +653,24 @@ def _build(scanner: _Scanner, infos: list[SourceInfo], build: Path, out: Path, m
         if len(labels) > 1:
             conflicts.append({"group": gid, "kind": kind, "labels": labels,
                               "rows": [{"path": r.path, "label": r.label, "source": r.source} for r in members]})
+    return dup_groups, conflicts, near_count
 
+
+def _report(infos: list[SourceInfo], out: Path, rows: list[Row], skipped: list[Skipped], dropped: list[dict],
+            produced: list[Produced], dup_groups: list[dict], conflicts: list[dict], near_count: int,
+            options: dict, t0: float) -> ImportReport:
+    """The import report; every item seen is imported, skipped or dropped as a duplicate, exactly once."""
     skipped.sort(key=lambda s: (s.reason, s.path))
-    n_skipped = sum(s.items for s in skipped)
     seen = sum(i.items for i in infos)
     reasons: Counter[str] = Counter()
     for s in skipped:
         reasons[s.reason] += s.items
+    copies = Counter(p.sha256 for p in produced)
     report = ImportReport(
         out=str(out),
         seen=seen,
         imported=len(rows),
-        skipped=n_skipped,
+        skipped=sum(s.items for s in skipped),
         duplicates_dropped=len(dropped),
         per_label=dict(sorted(Counter(r.label for r in rows).items())),
         skipped_by_reason=dict(sorted(reasons.items())),
@@ -666,14 +682,13 @@ def _build(scanner: _Scanner, infos: list[SourceInfo], build: Path, out: Path, m
         conflicts=conflicts,
         ignored=[x for i in infos for x in i.ignored],
         sources=[asdict(i) for i in infos],
-        options={"margin": margin, "min_face": min_face, "near_threshold": near_threshold},
+        options=options,
         seconds=round(time.perf_counter() - t0, 2),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     if seen != report.imported + report.skipped + report.duplicates_dropped:
         raise RuntimeError(f"internal error: counts do not add up ({seen} seen, {report.imported} imported, "
                            f"{report.skipped} skipped, {report.duplicates_dropped} dropped)")
-    (build / REPORT).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
 

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from device.contract import INCORRECT_MASK, WITH_MASK
+from device.images import list_images, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -533,17 +534,6 @@ def _usable(face, min_eye_px: float) -> bool:
     return kp.shape == (6, 2) and bool(np.isfinite(kp).all()) and float(np.hypot(*(kp[L_EYE] - kp[R_EYE]))) >= min_eye_px
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Any image file, decoded by content (the importer's rules), as RGB uint8."""
-    from train.data.imageio import decode_file
-
-    try:
-        im, _ = decode_file(path)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a usable image ({exc})") from None
-    return np.asarray(im)
-
-
 def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     from PIL import Image
 
@@ -551,14 +541,6 @@ def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     tmp = path.with_name(path.name + ".part")
     Image.fromarray(rgb).save(tmp, format="JPEG", quality=quality)
     tmp.replace(path)
-
-
-def list_images(src: Path) -> list[Path]:
-    """Every file that looks like an image by name (``x.jpg_1088Wx1632H`` too); content decides later."""
-    from train.data.imageio import IMAGE_SUFFIXES
-
-    return sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".") and any(
-        suf in p.name.lower() for suf in IMAGE_SUFFIXES))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.manifest import Row, read_manifest
 from train.data.importer import read_report
-from train.data.manifest import Row, read_manifest
 from train.data.split import counts, format_counts, leaking_groups
 
 THUMB = 64
@@ -29,6 +29,8 @@ SPLIT_COLOURS = {"train": (150, 150, 150), "val": (40, 110, 220), "test": (240, 
 def contact_sheet(root: Path, rows: list[Row], path: Path, title: str, limit: int = 144, seed: int = 0) -> int:
     """Grid of up to ``limit`` thumbnails (a seeded sample); returns how many it shows."""
     from PIL import Image, ImageDraw, ImageOps
+
+    from device.images import pil_decode
 
     sample = sorted(rows, key=lambda r: r.path)
     if len(sample) > limit:
@@ -43,9 +45,9 @@ def contact_sheet(root: Path, rows: list[Row], path: Path, title: str, limit: in
         x = pad + (k % cols) * (THUMB + pad)
         y = head + (k // cols) * (THUMB + 4 + pad)
         try:
-            with Image.open(root / r.path) as im:
-                tile = ImageOps.pad(im.convert("RGB"), (THUMB, THUMB), color=(235, 235, 235))
-        except OSError:
+            im, _ = pil_decode((root / r.path).read_bytes())
+            tile = ImageOps.pad(im, (THUMB, THUMB), color=(235, 235, 235))
+        except (OSError, ValueError):
             tile = Image.new("RGB", (THUMB, THUMB), (220, 0, 0))  # missing or unreadable: a red tile
         sheet.paste(tile, (x, y))
         draw.rectangle((x, y + THUMB, x + THUMB - 1, y + THUMB + 3), fill=SPLIT_COLOURS.get(r.split, (0, 0, 0)))

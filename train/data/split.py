@@ -22,8 +22,8 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from device.manifest import SPLITS, Row, read_manifest, write_manifest
 from train.data.dedup import UnionFind
-from train.data.manifest import SPLITS, Row, read_manifest, write_manifest
 
 
 def scene_of(source: str) -> str | None:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from device.contract import WITH_MASK, WITHOUT_MASK
+from device.images import read_rgb
 from train.data import masks
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def load_sources(detector) -> list[SourceFace]:
     ]
     grace = grace_hopper_path()
     if grace.exists():
-        photos.append(("grace_hopper", masks.read_rgb(grace), False, False,
+        photos.append(("grace_hopper", read_rgb(grace), False, False,
                        "public domain (US Navy), via matplotlib sample_data"))
     else:
         log.warning("%s not found; the sample data will use the other photos only", grace)
@@ -336,7 +337,7 @@ def synth_dataset(out: Path, n: int = 400, seed: int = 0, force: bool = False,
     """Build the sample dataset in ``out``: balanced classes, imported, manifest, split."""
     from device.detectors.base import make_detector
     from train.data.importer import import_sources
-    from train.data.manifest import read_manifest, write_manifest
+    from device.manifest import read_manifest, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -507,8 +508,6 @@ def video_paths(path: Path) -> tuple[Path, Path]:
 
 def make_video(path: Path, seed: int = 0, sources: list[SourceFace] | None = None) -> dict:
     """Write the demo video, its frames as JPEGs and the ground truth; return the ground truth."""
-    import cv2
-
     from device.detectors.base import make_detector
 
     path = Path(path)
@@ -516,13 +515,35 @@ def make_video(path: Path, seed: int = 0, sources: list[SourceFace] | None = Non
         raise ValueError(f"--video {path}: the sample video is MJPG in an .avi container; name it *.avi")
     frames_dir, truth_path = video_paths(path)
     sources = sources if sources is not None else load_sources(make_detector("short"))
+    rng = np.random.default_rng([seed, 3])
+    walkers, n_frames = plan_walkers(sources, rng)
+    people = render_video(path, frames_dir, walkers, n_frames, rng)
+    doc = {
+        "video": path.name,
+        "frames_dir": frames_dir.name,
+        "fps": VIDEO_FPS,
+        "width": VIDEO_SIZE[0],
+        "height": VIDEO_SIZE[1],
+        "frames": n_frames,
+        "seed": seed,
+        "note": "a face is present from first_frame to last_frame (its box wholly inside the frame); "
+                "boxes are where the face was drawn",
+        "people": people,
+    }
+    tmp = truth_path.with_name(truth_path.name + ".part")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(truth_path)
+    return doc
+
+
+def plan_walkers(sources: list[SourceFace], rng: np.random.Generator) -> tuple[list[Walker], int]:
+    """Who walks by and when: four people one at a time, then a pair; returns them and the frame count."""
     by_name = {s.name: s for s in sources if not s.tight}
     if not by_name:
         raise RuntimeError("no colour face photo is available for the sample video")
     names = sorted(by_name)
-    rng = np.random.default_rng([seed, 3])
-    width, height = VIDEO_SIZE
-    # Who walks by: (face, masked, flip, direction), one at a time, then a pair.
+    width = VIDEO_SIZE[0]
+    # (face, masked, flip, direction) per walker, one group after the other.
     plan = [
         [(names[0], False, False, +1)],
         [(names[-1], True, False, -1)],
@@ -547,7 +568,15 @@ def make_video(path: Path, seed: int = 0, sources: list[SourceFace] | None = Non
             pid += 1
             end = max(end, w.frames()[-1])
         start = end + gap
-    n_frames = start
+    return walkers, start
+
+
+def render_video(path: Path, frames_dir: Path, walkers: list[Walker], n_frames: int,
+                 rng: np.random.Generator) -> list[dict]:
+    """Draw every frame into the .avi and as a JPEG; returns each person's ground truth."""
+    import cv2
+
+    width, height = VIDEO_SIZE
     frames_dir.mkdir(parents=True, exist_ok=True)
     for old in frames_dir.glob("*.jpg"):
         old.unlink()
@@ -564,36 +593,23 @@ def make_video(path: Path, seed: int = 0, sources: list[SourceFace] | None = Non
         for f in range(n_frames):
             frame = base + noise[f % len(noise)]  # sensor noise (a few fields, cycled: drawing it is slow)
             for w in walkers:
-                if f not in w.frames():
-                    continue
-                box = _paste(frame, w, f)
-                # A face counts as present while its box is wholly inside the frame.
-                if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
-                    t = truth[w.id]
-                    t["first_frame"] = f if t["first_frame"] is None else t["first_frame"]
-                    t["last_frame"] = f
-                    t["boxes"].append({"frame": f, "box": [round(v, 1) for v in box]})
+                if f in w.frames():
+                    _record(truth[w.id], f, _paste(frame, w, f))
             rgb = np.clip(np.round(frame), 0, 255).astype(np.uint8)
             writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             masks.write_jpeg(frames_dir / f"{f:06d}.jpg", rgb, quality=90)
     finally:
         writer.release()
-    doc = {
-        "video": path.name,
-        "frames_dir": frames_dir.name,
-        "fps": VIDEO_FPS,
-        "width": width,
-        "height": height,
-        "frames": n_frames,
-        "seed": seed,
-        "note": "a face is present from first_frame to last_frame (its box wholly inside the frame); "
-                "boxes are where the face was drawn",
-        "people": [truth[w.id] for w in walkers],
-    }
-    tmp = truth_path.with_name(truth_path.name + ".part")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(truth_path)
-    return doc
+    return [truth[w.id] for w in walkers]
+
+
+def _record(truth: dict, frame: int, box: tuple[float, float, float, float]) -> None:
+    """A face counts as present while its box is wholly inside the frame."""
+    width, height = VIDEO_SIZE
+    if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
+        truth["first_frame"] = frame if truth["first_frame"] is None else truth["first_frame"]
+        truth["last_frame"] = frame
+        truth["boxes"].append({"frame": frame, "box": [round(v, 1) for v in box]})
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.data.suffixes import IMAGE_SUFFIXES
+from device.images import IMAGE_SUFFIXES
 
 ANNOTATION_DIRS = ("annotations",)
 IMAGE_DIRS = ("images", "jpegimages", "imgs", "img", "pictures")

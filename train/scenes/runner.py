@@ -4,7 +4,7 @@ Each detector gets what a daemon with that detector would have: a :class:`device
 (detect, the daemon's face filter with its default ``min_face``, every kept face classified in
 one batch by its own :class:`device.classifier.MaskClassifier`) on the same ``--threads``. The
 tracker is left out: scene photos are unrelated stills, so a face is flagged on its one frame by
-the card's rule (:func:`device.bench.predicted_labels`, P(alert) >= threshold), which is what the
+the card's rule (:func:`device.decision.decide`, P(alert) >= threshold), which is what the
 tracker applies to a person's score. Time per frame is the pipeline's own detect and classify
 timings, measured in this run with the detectors interleaved (each photo visits every detector,
 starting at a rotating one) so a busy moment on the machine slows all of them alike.
@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from device.bench import latency_summary, predicted_labels
 from device.contract import INCORRECT_MASK, THREE_CLASS_LABELS, WITH_MASK, sha256_file
+from device.decision import decide
+from device.metrics import latency_summary
 from train.data import voc
 from train.scenes import voc_scenes
 from train.scenes.detector_specs import DetectorSpec, detector_name, input_size_of
@@ -173,7 +174,7 @@ def run_scenes(cfg: SceneConfig) -> dict:
         for k in range(len(lanes)):
             lane = lanes[(i + k) % len(lanes)]
             result = lane.pipeline.process(frame, float(i))
-            flagged = predicted_labels(result.probs, alert_index, threshold) == alert_index
+            flagged = decide(result.probs, alert_index, threshold) == alert_index
             lane.outcomes.append(score_scene(truth, [f.box for f in result.faces], flagged.tolist()))
             det, cls = result.timings_ms["detect"], result.timings_ms["classify"]
             lane.ms["detect"].append(det)
@@ -231,8 +232,8 @@ def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
     metrics = summarize(lane.outcomes, THREE_CLASS_LABELS, alert_label, WITH_MASK, INCORRECT_MASK)
     ms = {}
     for stage, values in lane.ms.items():
-        s = latency_summary(np.asarray(values) / 1000.0)
-        ms[stage] = {"p50": s["p50_ms"], "p95": s["p95_ms"], "mean": s["mean_ms"], "frames": s["runs"]}
+        s = latency_summary(values)
+        ms[stage] = {"p50": s["p50_ms"], "p95": s["p95_ms"], "mean": s["mean_ms"], "frames": s["n"]}
     return {
         "name": lane.name,
         "kind": lane.spec.kind,

@@ -127,7 +127,7 @@ def why_not_in_split(splits: set[str] | None, split: str) -> str:
 
 def keep_split(found: SceneSet, dataset: Path, split: str) -> SceneSet:
     """Only the scenes all of whose imported faces are in ``split`` of ``dataset``'s manifest."""
-    from train.data.manifest import SPLITS, manifest_path, read_manifest
+    from device.manifest import SPLITS, manifest_path, read_manifest
 
     rows = read_manifest(dataset)  # FileNotFoundError / ValueError naming the manifest
     if split not in SPLITS:

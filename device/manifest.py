@@ -7,6 +7,10 @@ Layout of a dataset folder made by ``maskwatch data import``::
     DIR/import_report.json    skipped files with reasons, duplicate groups, conflicts, counts
 
 ``split`` is empty until ``maskwatch data split`` fills it with train / val / test.
+
+The workstation (import, split, training, evaluation) and the device (``maskwatch-device bench
+--data``) read it with the same :func:`read_manifest`; a hand-made manifest needs only the
+``path`` and ``label`` columns where that is all a reader uses (:data:`LABELLED`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -35,25 +40,31 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+#: The columns a reader that only needs labelled images asks for (the rest default to empty / 0).
+LABELLED = ("path", "label")
 
 
 def manifest_path(root: Path) -> Path:
     return Path(root) / MANIFEST
 
 
-def read_manifest(root: Path) -> list[Row]:
+def read_manifest(root: Path, required: Sequence[str] = COLUMNS) -> list[Row]:
+    """Every row of ``root/manifest.csv``; an error naming the file (and line) for a bad one."""
     path = manifest_path(root)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {root} a dataset made by `maskwatch data import`?")
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        present = set(reader.fieldnames or [])
+        missing = set(required) - present
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}")
         for line, r in enumerate(reader, start=2):
             try:
-                rows.append(Row(**{**r, "width": int(r["width"]), "height": int(r["height"])}))
+                values = {c: r[c] if c in present else "" for c in COLUMNS}
+                values.update({c: int(r[c]) if c in present else 0 for c in ("width", "height")})
+                rows.append(Row(**values))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{line}: bad row ({exc})") from None
     return rows
