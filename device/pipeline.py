@@ -51,37 +51,6 @@ class FrameResult:
         return np.array([f.box for f in self.faces], dtype=np.float32).reshape(-1, 4)
 
 
-class LabelScores:
-    """Per-track lowest and highest smoothed alert score, to express an event's scores as the
-    probability of ITS label (what the event schema promises) rather than of the alert label.
-
-    For the alert label that is the score itself (top = the highest); for the other label of a
-    two-label model it is ``1 - score`` (top = one minus the lowest); with three labels that is
-    P(not the alert label), the closest number the tracker keeps.
-    """
-
-    def __init__(self, alert_label: str):
-        self.alert_label = alert_label
-        self._range: dict[int, tuple[float, float]] = {}
-
-    def observe(self, tracks: Sequence[Any]) -> None:
-        """``tracks``: the tracker's TrackState list after an update (id, score)."""
-        for t in tracks:
-            lo, hi = self._range.get(t.id, (t.score, t.score))
-            self._range[t.id] = (min(lo, t.score), max(hi, t.score))
-
-    def scores(self, event: Any) -> tuple[float, float]:
-        """(score, top_score) of ``event``'s label; forgets the track on its ``end``."""
-        lo, hi = self._range.get(event.track_id, (event.score, event.top_score))
-        hi = max(hi, event.top_score)
-        lo = min(lo, event.score)
-        if event.type == "end":
-            self._range.pop(event.track_id, None)
-        if event.label == self.alert_label:
-            return float(event.score), float(hi)
-        return 1.0 - float(event.score), 1.0 - float(lo)
-
-
 class Pipeline:
     """Detector, classifier and tracker wired together for one frame at a time."""
 
@@ -96,7 +65,6 @@ class Pipeline:
         self.labels = list(classifier.card.labels)
         self.n_labels = len(self.labels)
         self.alert_index = self.labels.index(classifier.card.alert_label)
-        self.label_scores = LabelScores(classifier.card.alert_label)
 
     def process(self, rgb: np.ndarray, now: float) -> FrameResult:
         """Run one frame taken at wall time ``now`` (what the tracker's timeouts count in)."""
@@ -121,11 +89,19 @@ class Pipeline:
                                               frame_size=size))
         else:
             events = list(self.tracker.update(boxes, scores, now, frame_size=size))
-        self.label_scores.observe(self.tracker.tracks)
         t3 = self.clock()
         timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3, "track": (t3 - t2) * 1e3}
         return FrameResult(faces, len(detected), probs, scores, events, timings)
 
+    def expire(self, now: float) -> list[Any]:
+        """No frame this time: the ``end`` events of people not seen for the tracker's timeout."""
+        return list(self.tracker.expire(now))
+
     def flush(self, now: float) -> list[Any]:
         """End every open track (clean shutdown): their ``end`` events."""
         return list(self.tracker.flush(now))
+
+    @property
+    def tracks(self) -> list[Any]:
+        """The tracker's active tracks (``id``, ``label``, ...; tentative ones have label None)."""
+        return self.tracker.tracks

@@ -401,3 +401,79 @@ def test_max_frames_stops_cleanly(tmp_path, broker, frames, tiny_classifier, det
     assert r.returncode == 0, r.stdout + r.stderr
     state = json.loads(retained(broker.host, broker.port, f"{PREFIX}/state"))
     assert state["frames"] == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Event sinks: a second sink gets exactly what MQTT gets
+# --------------------------------------------------------------------------------------------
+
+
+class MemorySink:
+    """An event sink that keeps everything in lists: the smallest possible second sink."""
+
+    name = "memory"
+
+    def __init__(self):
+        self.events: list = []
+        self.states: list[dict] = []
+        self.snapshots: list[bytes] = []
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, clean: bool = True, flush_timeout: float = 5.0) -> None:
+        self.stopped = True
+
+    def publish_event(self, event) -> None:
+        self.events.append(event)
+
+    def publish_state(self, state: dict) -> None:
+        self.states.append(json.loads(json.dumps(state, default=str)))
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self.snapshots.append(bytes(jpeg))
+
+    @property
+    def status(self) -> dict:
+        return {"events": len(self.events)}
+
+
+@pytest.mark.slow
+def test_a_second_sink_receives_the_same_events_state_and_snapshots_as_mqtt(
+    tmp_path, broker, frames, tiny_classifier, detector_model
+):
+    from device.comms.sink import EventSink
+    from device.config import config_from_dict
+    from device.daemon import Daemon
+    from device.wiring import load_components, make_sinks
+
+    cfg = config_from_dict(daemon_config(
+        tmp_path, frames=frames, model=tiny_classifier, detector=detector_model, port=broker.port,
+        device_id=DEVICE, classifier={"model_path": str(tiny_classifier), "num_threads": 1, "threshold": 0.0},
+        snapshot={"enabled": True, "blur_faces": True}), env={})
+    parts = load_components(cfg)
+    memory = MemorySink()
+    assert isinstance(memory, EventSink)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with Recorder(broker.host, broker.port, [f"{PREFIX}/#"]) as rec:
+        daemon = Daemon(cfg, parts, exit_on_end=True,
+                        sinks=lambda home: [*make_sinks(cfg, parts, home), memory])
+        try:
+            assert daemon.run() == 0
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        rec.wait(lambda r: r.last("/availability") and r.last("/availability").payload == b"stopped", 10,
+                 "availability 'stopped'")
+        mqtt_events = rec.events()
+        mqtt_state = rec.last("/state").json()
+        mqtt_snapshots = [m.payload for m in rec.on("/snapshot")]
+
+    assert memory.started and memory.stopped
+    assert [e.to_dict() for e in memory.events] == mqtt_events  # the very same events, ids included
+    assert [e["type"] for e in mqtt_events].count("new") == 2 and len(mqtt_events) == 4
+    assert memory.snapshots == mqtt_snapshots and len(mqtt_snapshots) == 2
+    # The state goes to both; each sink's status is in it under the sink's name.
+    assert memory.states[-1] == mqtt_state
+    assert mqtt_state["memory"] == {"events": 4} and {"connected", "queued", "delivered"} <= set(mqtt_state["mqtt"])

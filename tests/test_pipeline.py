@@ -10,8 +10,8 @@ import pytest
 from device.classifier import MaskClassifier
 from device.config import TrackerConfig
 from device.detectors.base import Face, make_detector
-from device.pipeline import LabelScores, Pipeline, filter_faces, keep_face
-from device.tracking.tracker import Tracker, TrackEvent
+from device.pipeline import Pipeline, filter_faces, keep_face
+from device.tracking.tracker import Tracker
 from tests.daemon_helpers import Walk, face_photos, render, two_people_walks
 
 
@@ -23,23 +23,6 @@ def test_keep_face_by_size_and_ignore_region_centre():
     assert keep_face((0, 0, 150, 150), 0, poster)  # overlaps, but centre (75, 75) outside
     faces = [Face((0, 0, 50, 50), 0.9), Face((120, 120, 160, 160), 0.8), Face((0, 0, 10, 10), 0.7)]
     assert filter_faces(faces, 20, poster) == faces[:1]
-
-
-def test_label_scores_are_probabilities_of_the_event_label():
-    ls = LabelScores("without_mask")
-
-    class T:
-        def __init__(self, id, score):
-            self.id, self.score = id, score
-
-    ls.observe([T(1, 0.2), T(2, 0.8)])
-    ls.observe([T(1, 0.1), T(2, 0.9)])
-    with_mask = TrackEvent("new", 1, "with_mask", 0.15, 0.2, (0, 0, 1, 1), 0, 0, None)
-    score, top = ls.scores(with_mask)
-    assert score == pytest.approx(0.85) and top == pytest.approx(0.9)  # 1 - lowest alert score
-    no_mask = TrackEvent("end", 2, "without_mask", 0.85, 0.9, (0, 0, 1, 1), 0, 0, 1.0)
-    assert ls.scores(no_mask) == (pytest.approx(0.85), pytest.approx(0.9))
-    assert 2 not in ls._range  # forgotten after its end
 
 
 @pytest.fixture(scope="module")
