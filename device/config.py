@@ -104,6 +104,7 @@ class DetectorConfig:
     min_face: int = 24
     ignore_regions: list[tuple[int, int, int, int]] = field(default_factory=list)  # x0,y0,x1,y1 px
     num_threads: int = 2
+    max_faces: int = 16  # faces classified per frame at most, the largest first
 
 
 @dataclass
@@ -207,6 +208,7 @@ _RULES: dict[str, _Rule] = {
     "detector.score_threshold": _Rule(lo=0, hi=1),
     "detector.min_face": _Rule(lo=0, hi=8192),
     "detector.num_threads": _Rule(lo=1, hi=64),
+    "detector.max_faces": _Rule(lo=1, hi=256),
     "classifier.model_path": _Rule(path=True, nonempty=True),
     "classifier.num_threads": _Rule(lo=1, hi=64),
     "classifier.threshold": _Rule(lo=0, hi=1),

@@ -247,11 +247,11 @@ class Daemon:
 
     def _process(self, frame: Any, wait_ms: float) -> None:
         self._frame_clock_offset = frame.time - time.time()
-        res = self.pipeline.process(frame.rgb, frame.time)
+        res = self.pipeline.process(frame.rgb, frame.time, frame.scale)
         t0 = time.perf_counter()
-        self._emit(res.events, frame.time, frame=frame, boxes=res.boxes)
+        self._emit(res.events, frame.time, res)
         t1 = time.perf_counter()
-        self.monitor.uncertain.consider(frame.rgb, res.boxes, res.probs, res.alert_scores, frame.time,
+        self.monitor.uncertain.consider(res.view, res.view_boxes, res.probs, res.alert_scores, frame.time,
                                         time.monotonic())
         t2 = time.perf_counter()
         timings = {"capture": wait_ms, **res.timings_ms, "publish": (t1 - t0) * 1e3, "monitor": (t2 - t1) * 1e3}
@@ -269,9 +269,9 @@ class Daemon:
         if self._ready:
             self._emit(self.pipeline.expire(now), now)
 
-    def _emit(self, events: list[Any], now: float, frame: Any = None, boxes: Any = None) -> None:
-        """Each tracker event as one Event to every sink (and a snapshot of a ``new`` alert when
-        the frame and its face boxes are given)."""
+    def _emit(self, events: list[Any], now: float, result: Any = None) -> None:
+        """Each tracker event as one Event to every sink (and a snapshot of a ``new`` alert,
+        from the picture the detector saw, when ``result`` is the frame's FrameResult)."""
         from device.comms.events import Event
 
         for e in events:
@@ -279,8 +279,8 @@ class Daemon:
             self.state.on_event(e.type, e.track_id, e.label, now)
             log.info("event %s track %d %s score %.2f", e.type, e.track_id, e.label, e.score)
             self._publish("event", lambda sink, ev=event: sink.publish_event(ev))
-            if e.type == "new" and e.label == self.alert_label and frame is not None:
-                data = self.monitor.snapshot(frame.rgb, boxes if boxes is not None else [], [e.box], now)
+            if e.type == "new" and e.label == self.alert_label and result is not None:
+                data = self.monitor.snapshot(result.view, result.view_boxes, result.to_view([e.box]), now)
                 if data is not None:
                     self._publish("snapshot", lambda sink, d=data: sink.publish_snapshot(d))
 

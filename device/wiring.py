@@ -101,7 +101,7 @@ def make_pipeline(cfg: Any, parts: Components) -> Any:
     tracker = Tracker(cfg.tracker, card.labels, card.alert_label, parts.threshold)
     det = cfg.detector
     return Pipeline(parts.detector, parts.classifier, tracker, min_face=det.min_face,
-                    ignore_regions=det.ignore_regions)
+                    ignore_regions=det.ignore_regions, max_faces=det.max_faces)
 
 
 def make_sinks(cfg: Any, parts: Components, state_home: Path) -> list[Any]:
