@@ -60,7 +60,7 @@ def largest_faces(faces: Sequence[Any], n: int | None) -> list[Any]:
 
 @dataclass
 class FrameResult:
-    faces: list[Any]  # kept faces (detector Face objects), boxes in the frame's pixels
+    faces: list[Any]  # kept faces (detector Face objects), boxes in the source frame's pixels
     detected: int  # before filtering and the max_faces cap
     probs: np.ndarray  # (N, labels)
     alert_scores: np.ndarray  # (N,)
