@@ -55,7 +55,7 @@ TARGETS = {"median_ms": 5.0, "p95_ms": 8.0, "rss_mb": 200.0, "import_s": 1.0}
 STAGES = ("capture", "detect", "classify", "track", "publish", "monitor")
 #: What the daemon imports at run time (the interpreter included).
 DAEMON_IMPORTS = (
-    "device.daemon", "device.check", "device.config", "device.pipeline", "device.classifier", "device.runtime",
+    "device.daemon", "device.wiring", "device.config", "device.pipeline", "device.classifier", "device.runtime",
     "device.detectors.base", "device.detectors.blazeface", "device.camera.capture", "device.tracking.tracker",
     "device.comms.mqtt", "device.comms.events", "device.health", "device.captures", "device.state",
 )
@@ -187,9 +187,9 @@ def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: 
                      threads: int) -> dict:
     """The daemon loop on ``n`` in-memory frames; per-frame stage times after ``warmup`` frames."""
     from device.camera.capture import LatestFrameGrabber
-    from device.check import load_components
     from device.config import config_from_dict
     from device.daemon import Daemon
+    from device.wiring import load_components
 
     cfg = config_from_dict(daemon_config(workdir / "state", model, port, workdir, threads), env={})
     parts = load_components(cfg)
@@ -205,7 +205,7 @@ def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: 
     rows = daemon.timings[warmup:] if daemon.timings else []
     totals = [sum(r.values()) for r in rows]
     out = {"frames": len(rows), "total": summary(totals), "stages": {}, "wall_s": round(wall, 2),
-           "events": daemon.state.events_total, "mqtt": daemon.publisher.status if daemon.publisher else None}
+           "events": daemon.state.events_total, "mqtt": daemon.sink_status().get("mqtt")}
     for stage in STAGES:
         vals = [r.get(stage, 0.0) for r in rows]
         out["stages"][stage] = summary(vals)

@@ -1,9 +1,9 @@
 """``maskwatch-device check --config F``: everything the daemon checks at start, then one frame.
 
 It loads exactly what ``run`` loads, in the same order and with the same code
-(:func:`load_components`), so "check passes" means "run starts": the config field by field,
-the classifier and its model card (input shape must match the card), the face detector
-(pinned sha256 for the BlazeFace models), then it opens the camera and grabs one frame.
+(:func:`device.wiring.load_components`), so "check passes" means "run starts": the config field
+by field, the classifier and its model card (input shape must match the card), the face
+detector (pinned sha256 for the BlazeFace models), then it opens the camera and grabs one frame.
 Nothing is published; the broker settings are printed without the password.
 """
 
@@ -13,84 +13,12 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.wiring import Components, load_components, make_pipeline
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Components:
-    """What the daemon needs before it may touch the camera or the network."""
-
-    classifier: Any  # device.classifier.MaskClassifier
-    detector: Any
-    detector_path: Path | None
-    detector_verified: bool  # its sha256 matched the pinned one
-    threshold: float  # the alert threshold in force (config, else the card's)
-    threshold_source: str  # "config" | "model card"
-    model_info: dict[str, Any]  # the ``model`` block of every event
-
-    @property
-    def card(self) -> Any:
-        return self.classifier.card
-
-
-def resolve_detector_path(cfg: Any) -> tuple[Path | None, bool]:
-    """The detector model file and whether it has a pinned checksum (BlazeFace) that matched.
-
-    With no ``detector.model_path`` the fetched BlazeFace model is looked for in
-    ``STATE_DIR/models`` (where install.sh puts it), then in ``$MASKWATCH_MODELS`` / ``models/``.
-    A BlazeFace file whose sha256 is not the pinned one is refused (ChecksumError names it).
-    """
-    from device.detectors import model_files as fetch
-
-    kind = cfg.detector.kind
-    pinned = fetch.MODELS.get(kind)
-    if cfg.detector.model_path:
-        path = Path(cfg.detector.model_path)
-    elif pinned is not None:
-        candidates = [Path(cfg.state_dir) / "models" / pinned.name, Path(fetch.DEFAULT_DIR) / pinned.name]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise FileNotFoundError(
-                f"detector.model_path: the {kind!r} detector model {pinned.name} is in none of "
-                f"{', '.join(str(p.parent) for p in candidates)}; run `maskwatch-device fetch-models "
-                f"--dest {candidates[0].parent}`"
-            )
-    else:
-        return None, False  # yunet without a path: make_detector names the missing field
-    if not path.is_file():
-        raise FileNotFoundError(f"detector.model_path: file not found: {path}")
-    if pinned is None:
-        return path, False
-    fetch.verify(path, pinned)  # ChecksumError (a RuntimeError) naming the file
-    return path, True
-
-
-def load_components(cfg: Any) -> Components:
-    """Classifier + card, detector, in that order; any problem raises before the camera opens."""
-    from device.classifier import MaskClassifier
-    from device.comms.events import model_info
-    from device.contract import THREE_CLASS_LABELS, card_path
-    from device.detectors.base import make_detector
-
-    clf = MaskClassifier(Path(cfg.classifier.model_path), num_threads=cfg.classifier.num_threads)
-    unknown = [lab for lab in clf.card.labels if lab not in THREE_CLASS_LABELS]
-    if unknown:  # events may only carry the contract's labels (device/schemas/event.schema.json)
-        raise ValueError(f"{card_path(clf.path)}: labels {unknown} are not among {list(THREE_CLASS_LABELS)}")
-    if cfg.classifier.threshold is not None:
-        threshold, source = float(cfg.classifier.threshold), "config"
-    else:
-        threshold, source = float(clf.card.threshold), "model card"
-    det_path, verified = resolve_detector_path(cfg)
-    detector = make_detector(
-        cfg.detector.kind, det_path, score_threshold=cfg.detector.score_threshold,
-        min_face=cfg.detector.min_face, num_threads=cfg.detector.num_threads,
-    )
-    info = model_info(clf.card.name, clf.sha256, clf.card.quantization, threshold)
-    return Components(clf, detector, det_path, verified, threshold, source, info)
 
 
 def grab_one_frame(camera_cfg: Any, timeout_s: float) -> tuple[Any, dict[str, Any]]:
@@ -155,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     parts = load_components(cfg)
+    make_pipeline(cfg, parts)  # the tracker's checks too: what `run` builds, `check` builds
     for line in summary_lines(cfg, parts):
         print(line)
     warning = device_id_warning(cfg.device_id)

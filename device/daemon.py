@@ -1,9 +1,15 @@
-"""``maskwatch-device run``: the camera -> faces -> classifier -> tracker -> MQTT daemon.
+"""``maskwatch-device run``: the camera -> faces -> classifier -> tracker -> event sinks daemon.
 
 Start-up order is deliberate: config, classifier + card, detector (checksum), tracker, and only
-then the broker connection and the camera. Anything wrong with the files fails fast with one
-clear line and a non-zero exit, before a camera is opened or a message sent; that is what
-systemd's restart limit and ``journalctl`` are good at reporting.
+then the event sinks (the broker connection) and the camera. What is made from the config is
+made in :mod:`device.wiring` (``check`` uses the same code); the daemon only runs the loop: a
+frame through the :class:`~device.pipeline.Pipeline`, each tracker event turned into one
+:class:`~device.comms.events.Event` and handed to every sink (:mod:`device.comms.sink`; MQTT
+is one).
+
+Anything wrong with the files fails fast with one clear line and a non-zero exit, before a
+camera is opened or a message sent; that is what systemd's restart limit and ``journalctl``
+are good at reporting.
 
 After that nothing is fatal: a camera that fails is reopened by the grabber with backoff, a
 broker that is away gets the events queued in the persistent outbox, a full or read-only disk
@@ -20,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from device.check import load_components
     from device.config import load_config
+    from device.wiring import load_components
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -51,15 +58,16 @@ def main(args: argparse.Namespace) -> int:
 
 class Daemon:
     def __init__(self, cfg: Any, parts: Any, *, max_frames: int | None = None, exit_on_end: bool = False,
-                 grabber_factory: Any = None, record_timings: bool = False):
+                 grabber_factory: Any = None, record_timings: bool = False,
+                 sinks: Callable[[Path], Sequence[Any]] | None = None):
         """``grabber_factory(camera_cfg)`` replaces the camera grabber and ``record_timings`` keeps
-        every frame's stage times in :attr:`timings` (both for the benchmark)."""
+        every frame's stage times in :attr:`timings` (both for the benchmark). ``sinks(state_home)``
+        makes the event sinks (default: :func:`device.wiring.make_sinks` of ``cfg``)."""
         from device.captures import Monitor
         from device.health import Notifier, Watchdog
-        from device.pipeline import Pipeline
         from device.ratelimit import RateLimitedLog
         from device.state import DeviceState
-        from device.tracking.tracker import Tracker
+        from device.wiring import make_pipeline, make_sinks
 
         self.cfg = cfg
         self.parts = parts
@@ -67,9 +75,9 @@ class Daemon:
         self.exit_on_end = exit_on_end
         card = parts.card
         self.alert_label = card.alert_label
-        self.tracker = Tracker(cfg.tracker, card.labels, card.alert_label, parts.threshold)
-        self.pipeline = Pipeline(parts.detector, parts.classifier, self.tracker,
-                                 min_face=cfg.detector.min_face, ignore_regions=cfg.detector.ignore_regions)
+        self.pipeline = make_pipeline(cfg, parts)
+        self.sink_factory = sinks or (lambda home: make_sinks(cfg, parts, home))
+        self.sinks: list[Any] = []
         self.errlog = RateLimitedLog(log)
         self.state_dir = Path(cfg.state_dir)
         self._prepare_state_dir()
@@ -82,7 +90,6 @@ class Daemon:
         self.watchdog = Watchdog(self.notifier, max_frame_age_s=max(2.0, float(cfg.camera.stall_timeout_s)))
         now_wall, now_mono = time.time(), time.monotonic()
         self.state = DeviceState(cfg.device_id, card.labels, card.alert_label, now_wall, now_mono)
-        self.publisher: Any = None
         self.grabber: Any = None
         self.grabber_factory = grabber_factory
         self.timings: list[dict[str, float]] | None = [] if record_timings else None
@@ -137,13 +144,14 @@ class Daemon:
             log.error("%s; the event outbox is in %s until the next start", self._storage_error, fallback)
             return fallback
 
-    def _start_publisher(self) -> None:
-        from device.comms.mqtt import MqttPublisher
+    def _start_sinks(self) -> None:
+        for sink in self.sink_factory(self._outbox_home()):
+            self.sinks.append(sink)  # stopped on the way out even when its start fails
+            sink.start()
 
-        self.publisher = MqttPublisher(self.cfg.mqtt, self.cfg.device_id, self._outbox_home(), self.cfg.device_name,
-                                       self.parts.model_info)
-        self.publisher.start()
-        log.info("mqtt: %s:%s, events on %s", self.cfg.mqtt.host, self.cfg.mqtt.port, self.publisher.topics.events)
+    def sink_status(self) -> dict[str, Any]:
+        """Each sink's status by its name (``{"mqtt": {...}}``)."""
+        return {sink.name: sink.status for sink in self.sinks}
 
     def run(self) -> int:
         from device.camera.capture import LatestFrameGrabber
@@ -153,29 +161,15 @@ class Daemon:
         log.info("model %s (%s, threshold %.2f from %s), detector %s, device %s",
                  self.parts.classifier.path, self.parts.card.quantization, self.parts.threshold,
                  self.parts.threshold_source, cfg.detector.kind, cfg.device_id)
-        self._start_publisher()
-        self.grabber = (self.grabber_factory or LatestFrameGrabber)(cfg.camera)
-        self.grabber.start()
-        self.notifier.status("waiting for the first frame")
-        next_state = time.monotonic()  # one state message as soon as possible
         try:
+            self._start_sinks()
+            self.grabber = (self.grabber_factory or LatestFrameGrabber)(cfg.camera)
+            self.grabber.start()
+            self.notifier.status("waiting for the first frame")
+            next_state = time.monotonic()  # one state message as soon as possible
             while not self.stop_event.is_set():
-                t0 = time.perf_counter()
-                frame = self.grabber.get(timeout=FRAME_WAIT_S)
-                wait_ms = (time.perf_counter() - t0) * 1e3
-                if frame is not None:
-                    self._process_safely(frame, wait_ms)
-                    if self.max_frames is not None and self.state.frames_total >= self.max_frames:
-                        log.info("processed %d frames (--max-frames): stopping", self.state.frames_total)
-                        break
-                elif self.grabber.ended and self.exit_on_end:
-                    log.info("camera source ended (--exit-on-end): stopping")
+                if not self._step():
                     break
-                else:
-                    self._idle(self._frame_now())
-                    if self.grabber.ended:
-                        # get() returns at once for an ended source: wait here instead of spinning.
-                        self.stop_event.wait(FRAME_WAIT_S)
                 # Fed only while frames make it through the pipeline: a stalled camera or a
                 # pipeline that fails on every frame both get the daemon restarted by systemd.
                 self.watchdog.tick(None if self._last_ok is None else time.monotonic() - self._last_ok)
@@ -187,6 +181,30 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def _step(self) -> bool:
+        """Wait for one frame and process it (or let time pass without one); False: stop now.
+
+        Its own method so that the frame is let go as soon as it is processed, not held while
+        waiting for the next one (a 12 MP frame is 36 MB).
+        """
+        t0 = time.perf_counter()
+        frame = self.grabber.get(timeout=FRAME_WAIT_S)
+        wait_ms = (time.perf_counter() - t0) * 1e3
+        if frame is not None:
+            self._process_safely(frame, wait_ms)
+            if self.max_frames is not None and self.state.frames_total >= self.max_frames:
+                log.info("processed %d frames (--max-frames): stopping", self.state.frames_total)
+                return False
+        elif self.grabber.ended and self.exit_on_end:
+            log.info("camera source ended (--exit-on-end): stopping")
+            return False
+        else:
+            self._idle(self._frame_now())
+            if self.grabber.ended:
+                # get() returns at once for an ended source: wait here instead of spinning.
+                self.stop_event.wait(FRAME_WAIT_S)
+        return True
+
     def _shutdown(self) -> None:
         self.notifier.stopping()
         if self.grabber is not None:
@@ -194,15 +212,18 @@ class Daemon:
         now = self._frame_now()
         try:
             self._emit(self.pipeline.flush(now), now)
-            if self.publisher is not None:
+            if self.sinks:
                 self._publish_state()
         finally:
-            if self.publisher is not None:
-                self.publisher.stop(clean=True, flush_timeout=5.0)
-                if self._fallback_dir is not None and not self.publisher.status.get("queued"):
-                    import shutil
+            for sink in self.sinks:
+                try:
+                    sink.stop(clean=True, flush_timeout=5.0)
+                except Exception as exc:  # one sink failing to stop must not keep the others from it
+                    log.error("stopping the %s sink failed: %s: %s", sink.name, type(exc).__name__, exc)
+            if self._fallback_dir is not None and not any(s.status.get("queued") for s in self.sinks):
+                import shutil
 
-                    shutil.rmtree(self._fallback_dir, ignore_errors=True)
+                shutil.rmtree(self._fallback_dir, ignore_errors=True)
         log.info("stopped after %d frames, %d events", self.state.frames_total, self.state.events_total)
 
     # ----------------------------------------------------------------------------- per frame
@@ -227,11 +248,11 @@ class Daemon:
 
     def _process(self, frame: Any, wait_ms: float) -> None:
         self._frame_clock_offset = frame.time - time.time()
-        res = self.pipeline.process(frame.rgb, frame.time)
+        res = self.pipeline.process(frame.rgb, frame.time, frame.scale)
         t0 = time.perf_counter()
-        self._emit(res.events, frame.time, frame=frame, boxes=res.boxes)
+        self._emit(res.events, frame.time, res)
         t1 = time.perf_counter()
-        self.monitor.uncertain.consider(frame.rgb, res.boxes, res.probs, res.alert_scores, frame.time,
+        self.monitor.uncertain.consider(res.view, res.view_boxes, res.probs, res.alert_scores, frame.time,
                                         time.monotonic())
         t2 = time.perf_counter()
         timings = {"capture": wait_ms, **res.timings_ms, "publish": (t1 - t0) * 1e3, "monitor": (t2 - t1) * 1e3}
@@ -247,34 +268,32 @@ class Daemon:
     def _idle(self, now: float) -> None:
         """No frame this time: let the tracker end people who left while the camera was quiet."""
         if self._ready:
-            self._emit(self.tracker.expire(now), now)
+            self._emit(self.pipeline.expire(now), now)
 
-    def _emit(self, events: list[Any], now: float, frame: Any = None, boxes: Any = None) -> None:
+    def _emit(self, events: list[Any], now: float, result: Any = None) -> None:
+        """Each tracker event as one Event to every sink (and a snapshot of a ``new`` alert,
+        from the picture the detector saw, when ``result`` is the frame's FrameResult)."""
         from device.comms.events import Event
 
         for e in events:
-            score, top = self.pipeline.label_scores.scores(e)
-            event = Event(
-                type=e.type, label=e.label, score=min(1.0, max(0.0, score)), top_score=min(1.0, max(0.0, top)),
-                box=list(e.box), frame_time=e.frame_time, start_time=e.start_time,
-                end_time=e.end_time if e.type == "end" else None, device_id=self.cfg.device_id,
-                model=self.parts.model_info, track_id=int(e.track_id),
-            )
+            event = Event.from_track(e, device_id=self.cfg.device_id, model=self.parts.model_info)
             self.state.on_event(e.type, e.track_id, e.label, now)
-            log.info("event %s track %d %s score %.2f", e.type, e.track_id, e.label, score)
-            self._publish("event", lambda ev=event: self.publisher.publish_event(ev.to_dict()))
-            if e.type == "new" and e.label == self.alert_label and frame is not None:
-                data = self.monitor.snapshot(frame.rgb, boxes if boxes is not None else [], [e.box], now)
+            log.info("event %s track %d %s score %.2f", e.type, e.track_id, e.label, e.score)
+            self._publish("event", lambda sink, ev=event: sink.publish_event(ev))
+            if e.type == "new" and e.label == self.alert_label and result is not None:
+                data = self.monitor.snapshot(result.view, result.view_boxes, result.to_view([e.box]), now)
                 if data is not None:
-                    self._publish("snapshot", lambda d=data: self.publisher.publish_snapshot(d))
+                    self._publish("snapshot", lambda sink, d=data: sink.publish_snapshot(d))
 
-    def _publish(self, what: str, call: Any) -> None:
-        try:
-            call()
-        except (OSError, ValueError, RuntimeError) as exc:
-            # The outbox could not take it (disk full, read-only): keep running, say so in state.
-            self.publish_errors += 1
-            self.errlog.error("cannot publish %s: %s", what, exc)
+    def _publish(self, what: str, call: Callable[[Any], None]) -> None:
+        """``call(sink)`` for every sink; one that cannot take it does not keep it from the others."""
+        for sink in self.sinks:
+            try:
+                call(sink)
+            except (OSError, ValueError, RuntimeError) as exc:
+                # e.g. the outbox could not take it (disk full, read-only): keep running, say so in state.
+                self.publish_errors += 1
+                self.errlog.error("cannot publish %s to %s: %s", what, sink.name, exc)
 
     # ----------------------------------------------------------------------------- state
 
@@ -290,12 +309,14 @@ class Daemon:
         camera = dict(self.grabber.stats) if self.grabber is not None else {}
         if camera.get("last_frame_age_s") is not None:
             camera["last_frame_age_s"] = round(camera["last_frame_age_s"], 3)
-        self.state.presence.sync(self.tracker.tracks)
+        self.state.presence.sync(self.pipeline.tracks)
+        sinks = self.sink_status()
         payload = self.state.payload(
-            now_wall, now_mono, camera=camera, mqtt=getattr(self.publisher, "status", None), monitor=monitor,
+            now_wall, now_mono, camera=camera, mqtt=sinks.pop("mqtt", None), monitor=monitor,
             model={k: v for k, v in self.parts.model_info.items()}, detector=self.cfg.detector.kind,
         )
-        self._publish("state", lambda: self.publisher.publish_state(payload))
+        payload.update(sinks)  # any other sink's status under its own name
+        self._publish("state", lambda sink: sink.publish_state(payload))
         self.state.next_window(now_mono)
         self.notifier.status(
             f"{payload['fps']} fps, {payload['people_present']} in view, camera {camera.get('status')}, "

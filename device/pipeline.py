@@ -1,12 +1,24 @@
-"""One frame through the device: detect -> filter -> classify -> track.
+"""One frame through the device: detect -> filter -> cap -> classify -> track.
 
 Pure of I/O (no camera, no MQTT, no files) so the daemon, the benchmark and the tests run the
 very same code; the daemon adds the capture before and the publishing after. Timings are
 measured per stage with a monotonic clock and returned in milliseconds.
+
+Two bounds keep one odd frame from costing the Pi its memory or its frame rate:
+
+* a frame larger than the configured capture size (a USB camera that ignored the requested
+  size, a 12 MP photo in an image folder) arrives downscaled to fit it
+  (:func:`device.camera.capture.fit_frame`, in the capture thread, so the big picture is let
+  go at once) together with its ``scale``; the detector and the classifier work on that
+  picture and the boxes are scaled back, so the tracker and the events speak the source
+  frame's own pixels;
+* at most ``max_faces`` faces per frame reach the classifier, the largest first (a crowd, or a
+  detector gone wild on a patterned wall, must not make a batch of 500).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,82 +49,86 @@ def filter_faces(faces: Sequence[Any], min_face: int, ignore_regions: Sequence[R
     return [f for f in faces if keep_face(f.box, min_face, ignore_regions)]
 
 
+def largest_faces(faces: Sequence[Any], n: int | None) -> list[Any]:
+    """At most ``n`` faces (anything with ``.box``): the largest by box area, in their order."""
+    if n is None or len(faces) <= n:
+        return list(faces)
+    areas = [max(0.0, f.box[2] - f.box[0]) * max(0.0, f.box[3] - f.box[1]) for f in faces]
+    keep = sorted(sorted(range(len(faces)), key=lambda i: -areas[i])[:n])
+    return [faces[i] for i in keep]
+
+
 @dataclass
 class FrameResult:
-    faces: list[Any]  # kept faces (detector Face objects)
-    detected: int  # before filtering
+    faces: list[Any]  # kept faces (detector Face objects), boxes in the source frame's pixels
+    detected: int  # before filtering and the max_faces cap
     probs: np.ndarray  # (N, labels)
     alert_scores: np.ndarray  # (N,)
     events: list[Any]  # tracker events of this frame
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The picture the detector and the classifier saw (the downscaled frame, if it was).
+    view: np.ndarray | None = None
+    #: The kept faces' boxes in :attr:`view`'s pixels (N,4).
+    view_boxes: np.ndarray | None = None
+    #: view pixels per source-frame pixel along x and y (1.0 when it was not downscaled).
+    scale: tuple[float, float] = (1.0, 1.0)
 
     @property
     def boxes(self) -> np.ndarray:
         return np.array([f.box for f in self.faces], dtype=np.float32).reshape(-1, 4)
 
-
-class LabelScores:
-    """Per-track lowest and highest smoothed alert score, to express an event's scores as the
-    probability of ITS label (what the event schema promises) rather than of the alert label.
-
-    For the alert label that is the score itself (top = the highest); for the other label of a
-    two-label model it is ``1 - score`` (top = one minus the lowest); with three labels that is
-    P(not the alert label), the closest number the tracker keeps.
-    """
-
-    def __init__(self, alert_label: str):
-        self.alert_label = alert_label
-        self._range: dict[int, tuple[float, float]] = {}
-
-    def observe(self, tracks: Sequence[Any]) -> None:
-        """``tracks``: the tracker's TrackState list after an update (id, score)."""
-        for t in tracks:
-            lo, hi = self._range.get(t.id, (t.score, t.score))
-            self._range[t.id] = (min(lo, t.score), max(hi, t.score))
-
-    def scores(self, event: Any) -> tuple[float, float]:
-        """(score, top_score) of ``event``'s label; forgets the track on its ``end``."""
-        lo, hi = self._range.get(event.track_id, (event.score, event.top_score))
-        hi = max(hi, event.top_score)
-        lo = min(lo, event.score)
-        if event.type == "end":
-            self._range.pop(event.track_id, None)
-        if event.label == self.alert_label:
-            return float(event.score), float(hi)
-        return 1.0 - float(event.score), 1.0 - float(lo)
+    def to_view(self, boxes: Any) -> np.ndarray:
+        """Boxes (N,4) in the frame's pixels as boxes in :attr:`view`'s pixels."""
+        sx, sy = self.scale
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
 
 
 class Pipeline:
-    """Detector, classifier and tracker wired together for one frame at a time."""
+    """Detector, classifier and tracker wired together for one frame at a time.
+
+    ``max_faces`` caps the faces classified per frame (None: no cap; the daemon passes
+    ``detector.max_faces``).
+    """
 
     def __init__(self, detector: Any, classifier: Any, tracker: Any, *, min_face: int = 0,
-                 ignore_regions: Sequence[Region] = (), clock: Callable[[], float] = time.perf_counter):
+                 ignore_regions: Sequence[Region] = (), max_faces: int | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces!r}")
         self.detector = detector
         self.classifier = classifier
         self.tracker = tracker
         self.min_face = int(min_face)
         self.ignore_regions = [tuple(float(v) for v in r) for r in ignore_regions]
+        self.max_faces = max_faces
         self.clock = clock
         self.labels = list(classifier.card.labels)
         self.n_labels = len(self.labels)
         self.alert_index = self.labels.index(classifier.card.alert_label)
-        self.label_scores = LabelScores(classifier.card.alert_label)
 
-    def process(self, rgb: np.ndarray, now: float) -> FrameResult:
-        """Run one frame taken at wall time ``now`` (what the tracker's timeouts count in)."""
+    def process(self, rgb: np.ndarray, now: float, scale: tuple[float, float] = (1.0, 1.0)) -> FrameResult:
+        """Run one frame taken at wall time ``now`` (what the tracker's timeouts count in).
+
+        ``scale``: ``rgb``'s pixels per pixel of the source frame along x and y, when it was
+        downscaled on capture (:attr:`device.camera.capture.Frame.scale`); boxes handed to the
+        tracker, and so the events' boxes, are in the source frame's pixels.
+        """
         t0 = self.clock()
         detected = self.detector.detect(rgb)
-        faces = filter_faces(detected, self.min_face, self.ignore_regions)
+        faces = largest_faces(filter_faces(detected, self.min_face, self._regions(scale)), self.max_faces)
         t1 = self.clock()
-        boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
+        view_boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
         if len(faces):
-            probs = self.classifier.classify(rgb, boxes)  # every face of the frame in one batch
+            probs = self.classifier.classify(rgb, view_boxes)  # every face of the frame in one batch
             scores = self.classifier.alert_scores(probs)
         else:
             probs = np.zeros((0, self.n_labels), np.float32)
             scores = np.zeros((0,), np.float32)
         t2 = self.clock()
-        size = (rgb.shape[1], rgb.shape[0])
+        if scale != (1.0, 1.0):
+            faces = [_scaled_face(f, 1.0 / scale[0], 1.0 / scale[1]) for f in faces]
+        boxes = view_boxes if scale == (1.0, 1.0) else np.array([f.box for f in faces], np.float32).reshape(-1, 4)
+        size = (round(rgb.shape[1] / scale[0]), round(rgb.shape[0] / scale[1]))
         if self.n_labels > 2 and len(faces):
             # Three labels: the tracker smooths P(alert) and votes on which other label it is.
             other = [i for i in range(self.n_labels) if i != self.alert_index]
@@ -121,11 +137,35 @@ class Pipeline:
                                               frame_size=size))
         else:
             events = list(self.tracker.update(boxes, scores, now, frame_size=size))
-        self.label_scores.observe(self.tracker.tracks)
         t3 = self.clock()
         timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3, "track": (t3 - t2) * 1e3}
-        return FrameResult(faces, len(detected), probs, scores, events, timings)
+        return FrameResult(faces, len(detected), probs, scores, events, timings, rgb, view_boxes, scale)
+
+    def expire(self, now: float) -> list[Any]:
+        """No frame this time: the ``end`` events of people not seen for the tracker's timeout."""
+        return list(self.tracker.expire(now))
 
     def flush(self, now: float) -> list[Any]:
         """End every open track (clean shutdown): their ``end`` events."""
         return list(self.tracker.flush(now))
+
+    @property
+    def tracks(self) -> list[Any]:
+        """The tracker's active tracks (``id``, ``label``, ...; tentative ones have label None)."""
+        return self.tracker.tracks
+
+    def _regions(self, scale: tuple[float, float]) -> list[Region]:
+        """The ignore regions (frame pixels) in the pixels of the detector's view."""
+        if scale == (1.0, 1.0):
+            return self.ignore_regions
+        sx, sy = scale
+        return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in self.ignore_regions]
+
+
+def _scaled_face(face: Any, sx: float, sy: float) -> Any:
+    """A detector Face with its box (and keypoints) multiplied by (sx, sy)."""
+    x0, y0, x1, y1 = face.box
+    kp = getattr(face, "keypoints", None)
+    if kp is not None:
+        kp = np.asarray(kp, dtype=np.float32) * np.array([sx, sy], np.float32)
+    return dataclasses.replace(face, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), keypoints=kp)

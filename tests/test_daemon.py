@@ -401,3 +401,138 @@ def test_max_frames_stops_cleanly(tmp_path, broker, frames, tiny_classifier, det
     assert r.returncode == 0, r.stdout + r.stderr
     state = json.loads(retained(broker.host, broker.port, f"{PREFIX}/state"))
     assert state["frames"] == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Event sinks: a second sink gets exactly what MQTT gets
+# --------------------------------------------------------------------------------------------
+
+
+class MemorySink:
+    """An event sink that keeps everything in lists: the smallest possible second sink."""
+
+    name = "memory"
+
+    def __init__(self):
+        self.events: list = []
+        self.states: list[dict] = []
+        self.snapshots: list[bytes] = []
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, clean: bool = True, flush_timeout: float = 5.0) -> None:
+        self.stopped = True
+
+    def publish_event(self, event) -> None:
+        self.events.append(event)
+
+    def publish_state(self, state: dict) -> None:
+        self.states.append(json.loads(json.dumps(state, default=str)))
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self.snapshots.append(bytes(jpeg))
+
+    @property
+    def status(self) -> dict:
+        return {"events": len(self.events)}
+
+
+@pytest.mark.slow
+def test_a_second_sink_receives_the_same_events_state_and_snapshots_as_mqtt(
+    tmp_path, broker, frames, tiny_classifier, detector_model
+):
+    from device.comms.sink import EventSink
+    from device.config import config_from_dict
+    from device.daemon import Daemon
+    from device.wiring import load_components, make_sinks
+
+    cfg = config_from_dict(daemon_config(
+        tmp_path, frames=frames, model=tiny_classifier, detector=detector_model, port=broker.port,
+        device_id=DEVICE, classifier={"model_path": str(tiny_classifier), "num_threads": 1, "threshold": 0.0},
+        snapshot={"enabled": True, "blur_faces": True}), env={})
+    parts = load_components(cfg)
+    memory = MemorySink()
+    assert isinstance(memory, EventSink)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with Recorder(broker.host, broker.port, [f"{PREFIX}/#"]) as rec:
+        daemon = Daemon(cfg, parts, exit_on_end=True,
+                        sinks=lambda home: [*make_sinks(cfg, parts, home), memory])
+        try:
+            assert daemon.run() == 0
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        rec.wait(lambda r: r.last("/availability") and r.last("/availability").payload == b"stopped", 10,
+                 "availability 'stopped'")
+        mqtt_events = rec.events()
+        mqtt_state = rec.last("/state").json()
+        mqtt_snapshots = [m.payload for m in rec.on("/snapshot")]
+
+    assert memory.started and memory.stopped
+    assert [e.to_dict() for e in memory.events] == mqtt_events  # the very same events, ids included
+    assert [e["type"] for e in mqtt_events].count("new") == 2 and len(mqtt_events) == 4
+    assert memory.snapshots == mqtt_snapshots and len(mqtt_snapshots) == 2
+    # The state goes to both; each sink's status is in it under the sink's name.
+    assert memory.states[-1] == mqtt_state
+    assert mqtt_state["memory"] == {"events": 4} and {"connected", "queued", "delivered"} <= set(mqtt_state["mqtt"])
+
+
+# --------------------------------------------------------------------------------------------
+# Huge frames: a 12 MP image source stays within the unit's memory limit
+# --------------------------------------------------------------------------------------------
+
+
+def unit_memory_high_bytes() -> int:
+    """``MemoryHigh=`` of the shipped systemd unit, in bytes."""
+    from tests.daemon_helpers import ROOT
+
+    text = (ROOT / "systemd" / "maskwatch.service").read_text()
+    value, unit = re.search(r"^MemoryHigh=(\d+)([KMG]?)\s*$", text, re.M).groups()
+    return int(value) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+
+
+@pytest.mark.slow
+def test_4000x3000_frames_stay_under_memory_high_with_boxes_in_frame_pixels(
+    tmp_path, broker, frames, tiny_classifier, detector_model
+):
+    import cv2
+
+    big = tmp_path / "big"
+    big.mkdir()
+    for i, f in enumerate(sorted(frames.glob("*.png"))[::3]):  # 12 frames of the walk, 6.25 x larger
+        img = cv2.resize(cv2.imread(str(f)), (4000, 3000), interpolation=cv2.INTER_LINEAR)
+        assert cv2.imwrite(str(big / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    cfg = config(tmp_path, big, tiny_classifier, detector_model, broker.port,
+                 camera={"loop": True, "width": 640, "height": 480},
+                 classifier={"model_path": str(tiny_classifier), "num_threads": 1, "threshold": 0.0},
+                 snapshot={"enabled": True, "blur_faces": True})
+    log = tmp_path / "daemon.log"
+    hwm_kb = 0
+    with Recorder(broker.host, broker.port, [f"{PREFIX}/#"]) as rec:
+        proc = start_daemon(cfg, "--max-frames", "36", log=log)
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+            hwm_kb = max(hwm_kb, int(found.group(1)) if found else 0)
+            time.sleep(0.02)
+        assert finish(proc, log) == 0, log.read_text()
+        rec.wait(lambda r: r.last("/availability") and r.last("/availability").payload == b"stopped", 10,
+                 "availability 'stopped'")
+        events = rec.events()
+        snapshots = [m.payload for m in rec.on("/snapshot")]
+        state = rec.last("/state").json()
+    limit = unit_memory_high_bytes()
+    print(f"\n4000x3000 frames: peak RSS {hwm_kb / 1024:.0f} MB, MemoryHigh {limit >> 20} MB")
+    assert 0 < hwm_kb * 1024 < limit, (hwm_kb, limit)
+    assert state["frames"] == 36 and state["monitor"]["frame_errors"] == 0
+    # The people were found (detected at 640x480) and reported in the frame's own pixels.
+    assert by_type(events, "new"), log.read_text()
+    assert max(e["box"][2] for e in events) > 640 and all(e["box"][2] <= 4000 for e in events)
+    # Snapshots are made from the picture the detector saw, not a 12 MP copy.
+    img = cv2.imdecode(np.frombuffer(snapshots[0], np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (480, 640, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 
 from device.comms.events import EVENT_TYPES, Event, load_schema, model_info
@@ -128,3 +129,20 @@ def test_errors_name_the_field():
         make_event(model={**MODEL, "sha256": "x"})
     with pytest.raises(ValueError, match="not valid JSON"):
         Event.from_json(b"{nope")
+
+
+@pytest.mark.parametrize("kind", EVENT_TYPES)
+def test_an_event_is_built_once_from_what_the_tracker_hands_out(validator, kind):
+    from device.tracking.tracker import TrackEvent
+
+    # A tracker event carries everything but the device and model; numpy numbers are fine.
+    te = TrackEvent(kind, np.int64(4), "with_mask", np.float64(0.8123456), 0.9, (-2, 20, 110, 140),
+                    1_760_000_123.4567, 1_760_000_120.0, 1_760_000_122.0)
+    ev = Event.from_track(te, device_id="door-pi", model=MODEL)
+    data = ev.to_dict()
+    validator.validate(data)
+    assert (data["type"], data["track_id"], data["label"], data["score"], data["top_score"]) == (
+        kind, 4, "with_mask", 0.8123, 0.9)
+    assert data["box"] == [0, 20, 110, 140] and data["frame_time"] == 1_760_000_123.457
+    assert data["end_time"] == (1_760_000_122.0 if kind == "end" else None)  # only an end has one
+    assert data["device_id"] == "door-pi" and data["model"] == MODEL

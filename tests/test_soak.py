@@ -219,3 +219,85 @@ def test_soak_20k_frames_no_leak_and_exact_people_count(
     # Nor does it peak above the bound in between (a leak freed only at the end would hide there).
     rss = np.array([s.rss_kb for s in samples if WARMUP <= s.frames <= FRAMES - END_MARGIN])
     assert rss.max() - rss[0] < MAX_RSS_GROWTH_KB
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded state: random false faces for 60,000 frames (in process, no ../shared, no broker)
+# --------------------------------------------------------------------------------------------
+
+
+def container_sizes(root: object) -> dict[str, int]:
+    """``len()`` of every list, tuple, dict, set and deque reachable from ``root`` through the
+    attributes of the project's own objects (numpy arrays, models and the like are leaves)."""
+    from collections import deque
+
+    sizes: dict[str, int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[object, str]] = [(root, type(root).__name__)]
+    while stack:
+        obj, path = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple, dict, set, frozenset, deque)):
+            sizes[path] = len(obj)
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            stack.extend((v, f"{path}[{k!r}]") for k, v in items)
+        elif type(obj).__module__.startswith(("device.", "tests.")) and hasattr(obj, "__dict__"):
+            stack.extend((v, f"{path}.{k}") for k, v in vars(obj).items())
+    return sizes
+
+
+class FalseFaces:
+    """A detector gone wrong: one small face per frame at a random place, never twice the same."""
+
+    def __init__(self, width: int, height: int, side: float = 24.0, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.width, self.height, self.side = width, height, side
+
+    def detect(self, rgb):
+        from device.detectors.base import Face
+
+        x = float(self.rng.uniform(0, self.width - self.side))
+        y = float(self.rng.uniform(0, self.height - self.side))
+        return [Face((x, y, x + self.side, y + self.side), 0.9)]
+
+
+class FixedClassifier:
+    """Says "not sure" (P(alert) 0.5) for every face: the classifier is not what is soaked."""
+
+    def __init__(self):
+        from device.contract import ModelCard
+
+        self.card = ModelCard(name="fixed")
+
+    def classify(self, rgb, boxes):
+        return np.full((len(boxes), 2), 0.5, np.float32)
+
+    def alert_scores(self, probs):
+        return probs[:, 1]
+
+
+def test_random_false_faces_for_60k_frames_keep_every_container_bounded():
+    """Tentative tracks come and go on every frame; none of them may leave anything behind
+    (issue: per-track score bookkeeping forgot a track only on its ``end``, which a track
+    that never confirms never gets: 15,759 entries after 60k frames)."""
+    from device.config import TrackerConfig
+    from device.pipeline import Pipeline
+    from device.tracking.tracker import Tracker
+
+    cfg = TrackerConfig()  # the defaults: timeout 1.5 s, max_tracks 32, 3 frames of evidence
+    pipeline = Pipeline(FalseFaces(1920, 1080), FixedClassifier(),
+                        Tracker(cfg, ["with_mask", "without_mask"], "without_mask", 0.5))
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    events, largest = 0, {}
+    for i in range(60_000):
+        events += len(pipeline.process(frame, 1_000_000.0 + i / 15).events)
+        if (i + 1) % 10_000 == 0:
+            sizes = container_sizes(pipeline)
+            largest[i + 1] = max(sizes.items(), key=lambda kv: kv[1])
+    events += len(pipeline.flush(1_000_000.0 + 60_000 / 15))
+    # Almost every false face stays tentative (a chance overlap of three may confirm one).
+    assert events < 600, events
+    assert all(size <= cfg.max_tracks for _, size in largest.values()), largest
+    assert len(pipeline.tracks) == 0

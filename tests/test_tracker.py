@@ -123,6 +123,27 @@ def test_label_flips_only_when_clearly_past_the_threshold():
     assert tr.counts == {"with_mask": 1, "without_mask": 0}  # counted once, at "new"
 
 
+def test_events_carry_the_probability_of_their_own_label():
+    # The schema promises P(the event's label): 1 - P(alert) for the other label, whose top is
+    # one minus the LOWEST alert score the person had; the alert label's own score and highest.
+    tr = make(smoothing=1.0, evidence_frames=2)  # smoothing 1: the smoothed score is the raw one
+    masked, bare = (0.0, 0.0, 50.0, 50.0), (300.0, 0.0, 350.0, 50.0)
+    events, t = run(tr, [[(masked, a), (bare, b)] for a, b in [(0.1, 0.9), (0.2, 0.8), (0.15, 0.85)]])
+    events += tr.flush(t)
+    assert types(events) == [("new", 1, "with_mask"), ("new", 2, ALERT), ("end", 1, "with_mask"), ("end", 2, ALERT)]
+    new_masked, new_bare, end_masked, end_bare = events
+    assert (new_masked.score, new_masked.top_score) == (pytest.approx(0.8), pytest.approx(0.9))
+    assert (new_bare.score, new_bare.top_score) == (pytest.approx(0.8), pytest.approx(0.9))
+    assert (end_masked.score, end_masked.top_score) == (pytest.approx(0.85), pytest.approx(0.9))
+    assert (end_bare.score, end_bare.top_score) == (pytest.approx(0.85), pytest.approx(0.9))
+
+
+def test_an_overshooting_int8_score_is_still_a_probability():
+    tr = make(smoothing=1.0, evidence_frames=1)
+    events, _ = run(tr, [[((0.0, 0.0, 50.0, 50.0), 1.0039)]])
+    assert (events[0].label, events[0].score, events[0].top_score) == (ALERT, 1.0, 1.0)
+
+
 def test_without_hysteresis_the_same_noise_would_flip():
     # The control for the test above: proves its noise does cross the bare threshold.
     tr = make(smoothing=0.5, hysteresis=0.0)

@@ -23,6 +23,12 @@ delay and must return early when ``stop()`` is called, which the default does), 
 ``stats["loops"]``, ``stats["skipped"]`` (unreadable images) and ``stats["source"]``. A
 non-live source in realtime mode is paced at ``camera.fps`` (a video file standing in for a
 camera); ``camera.swap_rb`` exchanges red and blue after every source.
+
+A frame larger than ``camera.width`` x ``camera.height`` (a USB camera that ignored the
+requested size, a 12 MP photo in an image folder) is downscaled to fit right here, in the
+reader thread, so that neither the frame waiting in the slot nor the one being processed
+holds 36 MB (the decode alone peaks at twice that); ``Frame.scale`` says by how much, and the
+pipeline reports boxes in the source's own pixels.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from device.camera.sources import FrameSource, make_source, swap_rb
@@ -49,7 +56,27 @@ class Frame:
     seq: int  # 0, 1, 2, ... over the grabber's life; gaps are dropped frames
     time: float  # capture time (wall clock) for event timestamps; media time in lossless replays
     mono: float  # the grabber's clock (monotonic): ages and intervals
-    rgb: np.ndarray  # HxWx3 uint8
+    rgb: np.ndarray  # HxWx3 uint8, at most the configured capture size (see fit_frame)
+    scale: tuple[float, float] = (1.0, 1.0)  # rgb pixels per source pixel along x and y
+
+
+def fit_size(width: int, height: int, max_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a frame brought within ``max_size`` with its aspect ratio kept; the
+    frame's own size when it fits. Either orientation fits (a camera mounted on its side)."""
+    scale = min(1.0, max(max_size) / max(width, height), min(max_size) / min(width, height))
+    if scale >= 1.0:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_frame(rgb: np.ndarray, max_size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """``rgb`` downscaled to fit ``max_size`` (itself when it fits) and the scale per axis."""
+    h, w = rgb.shape[:2]
+    new_w, new_h = fit_size(w, h, max_size)
+    if (new_w, new_h) == (w, h):
+        return rgb, (1.0, 1.0)
+    small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return small, (new_w / w, new_h / h)
 
 
 class _Session:
@@ -288,7 +315,8 @@ class LatestFrameGrabber:
                 _check_frame(rgb, self._source_name)
                 if self.cfg.swap_rb:
                     rgb = swap_rb(rgb)
-                if not self._publish(rgb, session):
+                rgb, scale = fit_frame(rgb, (self.cfg.width, self.cfg.height))
+                if not self._publish(rgb, session, scale):
                     break
         except Exception as exc:
             msg = str(exc) or type(exc).__name__
@@ -300,7 +328,7 @@ class LatestFrameGrabber:
             except Exception as exc:
                 log.warning("%s: close() failed: %s", self._source_name, exc)
 
-    def _publish(self, rgb: np.ndarray, session: _Session) -> bool:
+    def _publish(self, rgb: np.ndarray, session: _Session, scale: tuple[float, float] = (1.0, 1.0)) -> bool:
         """Hand a frame to the consumer; False when the session was cancelled or stop() called."""
         wall, mono = time.time(), self._clock()
         if not self.realtime:
@@ -320,7 +348,7 @@ class LatestFrameGrabber:
             if self._slot is not None:
                 self._dropped += 1
             recovered = self._status == "down"
-            self._slot = Frame(self._seq, wall, mono, rgb)
+            self._slot = Frame(self._seq, wall, mono, rgb, scale)
             self._seq += 1
             self._frames += 1
             self._last_frame_mono = mono

@@ -140,6 +140,17 @@ class Event:
             raise ValueError(f"event field 'end_time' must be null unless type is 'end' (type {self.type!r})")
         self.model = _check_model(self.model)
 
+    @classmethod
+    def from_track(cls, track_event: Any, *, device_id: str, model: dict[str, Any]) -> Event:
+        """The message for one tracker event (:class:`device.tracking.tracker.TrackEvent`: its
+        scores are already those of its own label), from the device and model that made it."""
+        e = track_event
+        return cls(
+            type=e.type, label=e.label, score=e.score, top_score=e.top_score, box=list(e.box),
+            frame_time=e.frame_time, start_time=e.start_time, end_time=e.end_time if e.type == "end" else None,
+            device_id=device_id, model=model, track_id=e.track_id,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_ORDER} | {
             "box": list(self.box), "model": dict(self.model),

@@ -122,7 +122,12 @@ def describe_connect_error(exc: BaseException | None, host: str, port: int) -> s
 
 
 class MqttPublisher:
-    """Publishes one device's events, state, availability and snapshots. See the module doc."""
+    """Publishes one device's events, state, availability and snapshots. See the module doc.
+
+    One of the daemon's event sinks (:class:`device.comms.sink.EventSink`).
+    """
+
+    name = "mqtt"
 
     def __init__(
         self,
@@ -242,11 +247,12 @@ class MqttPublisher:
             "outbox": self._outbox.status,
         }
 
-    def publish_event(self, event: dict | Event) -> None:
+    def publish_event(self, event: Event | dict) -> None:
         """Queue one event (QoS 1, not retained) persistently; it is sent in order when possible.
 
-        Raises ValueError naming the field if the event breaks the schema, and
-        :class:`~device.comms.outbox.OutboxWriteError` if it could not be written to disk (it is
+        An :class:`Event` is already valid; a dict (hand-made, or received) is parsed first and
+        raises ValueError naming the field if it breaks the schema.
+        Raises :class:`~device.comms.outbox.OutboxWriteError` if it could not be written to disk (it is
         then sent from memory all the same).
         """
         payload = (event if isinstance(event, Event) else Event.from_dict(event)).to_json()

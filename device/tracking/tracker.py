@@ -60,11 +60,20 @@ VELOCITY_SMOOTHING = 0.5
 
 @dataclass
 class TrackEvent:
+    """What the tracker says about one person; everything an event message needs but the
+    device and model it came from.
+
+    ``score`` and ``top_score`` are probabilities of the event's OWN label (what the event
+    schema promises): for the alert label the smoothed P(alert) and its highest value so far;
+    for any other label ``1 - P(alert)`` and one minus the lowest P(alert) so far (with three
+    labels that is P(not the alert label), the closest number the tracker keeps).
+    """
+
     type: str  # "new" | "update" | "end"
     track_id: int
     label: str
-    score: float  # smoothed P(alert label)
-    top_score: float  # the highest smoothed score of this person so far
+    score: float  # smoothed probability of ``label``
+    top_score: float  # the highest smoothed probability of ``label`` for this person so far
     box: tuple[int, int, int, int]
     frame_time: float
     start_time: float
@@ -98,7 +107,8 @@ class _Track:
     hits: int
     start_time: float
     last_seen: float
-    top_score: float
+    top_score: float  # highest smoothed P(alert) so far
+    low_score: float  # lowest smoothed P(alert) so far
     label: str | None = None
     other_votes: Counter = field(default_factory=Counter)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, px/s
@@ -249,54 +259,11 @@ class Tracker:
         """
         if frame_size is not None:
             self.frame_size = (int(frame_size[0]), int(frame_size[1]))
-        boxes = np.asarray(boxes, dtype=np.float64)
-        if boxes.size == 0:
-            boxes = boxes.reshape(0, 4)
-        scores = np.asarray(alert_scores, dtype=np.float64).reshape(-1)
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes must have shape (N, 4), got {boxes.shape}")
-        if len(scores) != len(boxes):
-            raise ValueError(f"got {len(boxes)} boxes but {len(scores)} scores")
-        if not np.all(np.isfinite(scores)) or not np.all(np.isfinite(boxes)):
-            raise ValueError("boxes and scores must be finite numbers")
-        if other_labels is not None:
-            other_labels = list(other_labels)
-            if len(other_labels) != len(boxes):
-                raise ValueError(f"got {len(boxes)} boxes but {len(other_labels)} other_labels")
-            unknown = set(other_labels) - set(self.other_labels)
-            if unknown:
-                raise ValueError(f"other_labels holds {sorted(unknown)}, not non-alert labels {self.other_labels}")
-
+        boxes, scores, other_labels = self._checked(boxes, alert_scores, other_labels)
         events = self._expire(now)
-        # Compare each face with where the track was AND where its motion says it is now (a
-        # person walking on while the detector missed them a few frames); the better one counts.
-        last = np.array([t.box for t in self._tracks]).reshape(-1, 4)
-        shift = np.array([t.velocity * (now - t.last_seen) for t in self._tracks]).reshape(-1, 2)
-        predicted = last + np.tile(shift, 2)
-        iou = np.maximum(iou_matrix(last, boxes), iou_matrix(predicted, boxes))
-        dist = np.minimum(centre_distance_matrix(last, boxes), centre_distance_matrix(predicted, boxes))
-        pairs = greedy_match(iou, dist, self.cfg.iou_threshold)
-        matched = {c for _, c in pairs}
-        w = self.cfg.smoothing
-        touched: list[tuple[_Track, int]] = []
-        for r, c in pairs:
-            t = self._tracks[r]
-            dt = now - t.last_seen
-            if dt > 0:
-                v = (_centre(boxes[c]) - _centre(t.box)) / dt
-                t.velocity = v if t.hits == 1 else VELOCITY_SMOOTHING * v + (1 - VELOCITY_SMOOTHING) * t.velocity
-            t.box = boxes[c].copy()
-            t.score = w * float(scores[c]) + (1 - w) * t.score
-            t.hits += 1
-            t.last_seen = now
-            touched.append((t, c))
-        for c in range(len(boxes)):
-            if c not in matched:
-                t = self._start_track(boxes[c], float(scores[c]), now)
-                if t is not None:
-                    touched.append((t, c))
+        touched = self._follow(boxes, scores, now)
+        touched += self._start_unmatched(boxes, scores, now, {c for _, c in touched})
         for t, c in touched:
-            t.top_score = max(t.top_score, t.score)
             if other_labels is not None:
                 t.other_votes[other_labels[c]] += 1
             ev = self._decide(t, now)
@@ -316,6 +283,75 @@ class Tracker:
         return events
 
     # ----------------------------------------------------------------------------- internals
+
+    def _checked(
+        self, boxes: np.ndarray, alert_scores: np.ndarray, other_labels: Sequence[str] | None
+    ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+        """The frame's inputs as (N,4) float boxes, (N,) scores and a label list, or ValueError."""
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        scores = np.asarray(alert_scores, dtype=np.float64).reshape(-1)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must have shape (N, 4), got {boxes.shape}")
+        if len(scores) != len(boxes):
+            raise ValueError(f"got {len(boxes)} boxes but {len(scores)} scores")
+        if not np.all(np.isfinite(scores)) or not np.all(np.isfinite(boxes)):
+            raise ValueError("boxes and scores must be finite numbers")
+        if other_labels is None:
+            return boxes, scores, None
+        other_labels = list(other_labels)
+        if len(other_labels) != len(boxes):
+            raise ValueError(f"got {len(boxes)} boxes but {len(other_labels)} other_labels")
+        unknown = set(other_labels) - set(self.other_labels)
+        if unknown:
+            raise ValueError(f"other_labels holds {sorted(unknown)}, not non-alert labels {self.other_labels}")
+        return boxes, scores, other_labels
+
+    def _match(self, boxes: np.ndarray, now: float) -> list[tuple[int, int]]:
+        """(track index, face index) pairs.
+
+        Each face is compared with where the track was AND where its motion says it is now (a
+        person walking on while the detector missed them a few frames); the better one counts.
+        """
+        if not self._tracks or not len(boxes):
+            return []
+        last = np.array([t.box for t in self._tracks]).reshape(-1, 4)
+        shift = np.array([t.velocity * (now - t.last_seen) for t in self._tracks]).reshape(-1, 2)
+        predicted = last + np.tile(shift, 2)
+        iou = np.maximum(iou_matrix(last, boxes), iou_matrix(predicted, boxes))
+        dist = np.minimum(centre_distance_matrix(last, boxes), centre_distance_matrix(predicted, boxes))
+        return greedy_match(iou, dist, self.cfg.iou_threshold)
+
+    def _follow(self, boxes: np.ndarray, scores: np.ndarray, now: float) -> list[tuple[_Track, int]]:
+        """Move matched tracks to their face and smooth their score: (track, face index) pairs."""
+        w = self.cfg.smoothing
+        touched: list[tuple[_Track, int]] = []
+        for r, c in self._match(boxes, now):
+            t = self._tracks[r]
+            dt = now - t.last_seen
+            if dt > 0:
+                v = (_centre(boxes[c]) - _centre(t.box)) / dt
+                t.velocity = v if t.hits == 1 else VELOCITY_SMOOTHING * v + (1 - VELOCITY_SMOOTHING) * t.velocity
+            t.box = boxes[c].copy()
+            t.score = w * float(scores[c]) + (1 - w) * t.score
+            t.top_score = max(t.top_score, t.score)
+            t.low_score = min(t.low_score, t.score)
+            t.hits += 1
+            t.last_seen = now
+            touched.append((t, c))
+        return touched
+
+    def _start_unmatched(self, boxes: np.ndarray, scores: np.ndarray, now: float,
+                         matched: set[int]) -> list[tuple[_Track, int]]:
+        """A tentative track for every face no track took (as far as max_tracks allows)."""
+        started: list[tuple[_Track, int]] = []
+        for c in range(len(boxes)):
+            if c not in matched:
+                t = self._start_track(boxes[c], float(scores[c]), now)
+                if t is not None:
+                    started.append((t, c))
+        return started
 
     def _expire(self, now: float) -> list[TrackEvent]:
         events: list[TrackEvent] = []
@@ -342,7 +378,7 @@ class Tracker:
                 self.dropped_faces += 1
                 return None
             self._tracks.remove(min(tentative, key=lambda t: t.last_seen))
-        t = _Track(self._next_id, box.copy(), box.copy(), score, 1, now, now, score)
+        t = _Track(self._next_id, box.copy(), box.copy(), score, 1, now, now, score, score)
         self._next_id += 1
         self._tracks.append(t)
         return t
@@ -389,10 +425,20 @@ class Tracker:
         t.id = best.id
         t.start_time = best.start_time
         t.top_score = max(t.top_score, best.top_score)
+        t.low_score = min(t.low_score, best.low_score)
         self.reopened += 1
         return True
 
-    @staticmethod
-    def _event(kind: str, t: _Track, now: float, end_time: float | None = None) -> TrackEvent:
+    def _event(self, kind: str, t: _Track, now: float, end_time: float | None = None) -> TrackEvent:
         box = tuple(int(round(v)) for v in t.box)
-        return TrackEvent(kind, t.id, t.label or "", t.score, t.top_score, box, now, t.start_time, end_time)
+        if t.label == self.alert_label:
+            score, top = t.score, t.top_score
+        else:
+            score, top = 1.0 - t.score, 1.0 - t.low_score
+        return TrackEvent(kind, t.id, t.label or "", _probability(score), _probability(top), box, now,
+                          t.start_time, end_time)
+
+
+def _probability(x: float) -> float:
+    """``x`` clipped to 0..1: an int8 model's dequantized output may overshoot 1 by a step."""
+    return min(1.0, max(0.0, float(x)))
