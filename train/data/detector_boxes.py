@@ -54,7 +54,7 @@ class DetectorBoxes:
     ignore_regions: tuple[tuple[float, float, float, float], ...] | None = None
     threads: int = 1  # per import worker: the import runs one worker process per core
     iou_threshold: float = MATCH_IOU
-    _options: dict = field(default_factory=dict, compare=False, repr=False)
+    _options: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:

@@ -10,7 +10,11 @@ Sources (several may be merged in one import):
 * a PASCAL VOC set (``annotations/*.xml`` + ``images/``): every annotated face is cut out with the
   device's square margin (:func:`device.contract.expand_box`) and saved unresized; faces whose box
   is smaller than ``--min-face`` px (longer side) are skipped and counted. ``--min-face`` applies
-  to whole images from class folders as well (the image is the face there);
+  to whole images from class folders as well (the image is the face there). With
+  ``--voc-boxes detector --detector SETTING`` each face is cut instead with the box the daemon's
+  face detector finds for it on the photo seen as a camera frame (a face it misses keeps its
+  annotated box; see :mod:`train.data.detector_boxes`), so training crops look like the ones the
+  classifier gets on the device; which faces are imported, and their groups, stay the same;
 * a ``.zip`` / ``.tar.gz`` / ``.tar`` archive of either, recognised by content and extracted to a
   temporary folder; a member that would land outside it (absolute path, ``..``) rejects the
   archive.
