@@ -10,7 +10,11 @@ Sources (several may be merged in one import):
 * a PASCAL VOC set (``annotations/*.xml`` + ``images/``): every annotated face is cut out with the
   device's square margin (:func:`device.contract.expand_box`) and saved unresized; faces whose box
   is smaller than ``--min-face`` px (longer side) are skipped and counted. ``--min-face`` applies
-  to whole images from class folders as well (the image is the face there);
+  to whole images from class folders as well (the image is the face there). With
+  ``--voc-boxes detector --detector SETTING`` each face is cut instead with the box the daemon's
+  face detector finds for it on the photo seen as a camera frame (a face it misses keeps its
+  annotated box; see :mod:`train.data.detector_boxes`), so training crops look like the ones the
+  classifier gets on the device; which faces are imported, and their groups, stay the same;
 * a ``.zip`` / ``.tar.gz`` / ``.tar`` archive of either, recognised by content and extracted to a
   temporary folder; a member that would land outside it (absolute path, ``..``) rejects the
   archive.
@@ -62,10 +66,20 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from device.contract import DEFAULT_MARGIN, expand_box, normalize_label
 from device.images import IMAGE_SUFFIXES, DecodeError, pil_open, pil_orient, pil_to_rgb
 from device.manifest import Row, write_manifest
 from train.data import dedup, voc
+from train.data.detector_boxes import (
+    FROM_ANNOTATION,
+    FROM_DETECTOR,
+    VOC_BOX_SOURCES,
+    DetectorBoxes,
+    detected_boxes,
+    detector_of,
+)
 from train.data.imageio import encode_jpeg, phash_hex, pixels_sha256
 
 log = logging.getLogger(__name__)
@@ -95,6 +109,7 @@ class Crop:
     path: str  # output path relative to the dataset folder
     source: str
     box: tuple[float, float, float, float] | None = None  # None: the whole image is the face
+    index: int | None = None  # VOC: the object's index in its annotation (Task.objects)
 
 
 @dataclass
@@ -105,6 +120,7 @@ class Task:
     source: str  # how to name it to a person
     crops: list[Crop]
     annotated_size: tuple[int, int] | None = None  # VOC <size>, to tell which orientation boxes use
+    objects: list[voc.VocObject] | None = None  # VOC: every object of the annotation (detector matching)
 
 
 @dataclass
@@ -116,6 +132,17 @@ class Produced:
     phash: str
     width: int
     height: int
+    box_from: str | None = None  # VOC faces: detector_boxes.FROM_ANNOTATION or FROM_DETECTOR
+    #: What duplicate dropping and grouping compare: the crop around the *annotated* box (same
+    #: as sha256/phash unless the face was cut with the detector's box). So an import with
+    #: detector boxes keeps the same faces in the same groups, hence the same split, as one
+    #: with annotated boxes.
+    key_sha256: str = ""
+    key_phash: str = ""
+
+    def __post_init__(self) -> None:
+        self.key_sha256 = self.key_sha256 or self.sha256
+        self.key_phash = self.key_phash or self.phash
 
 
 @dataclass
@@ -126,11 +153,16 @@ class Skipped:
     items: int = 1  # how many items this skip accounts for (a broken VOC image loses all its faces)
 
 
-def process_task(task: Task, root: str, margin: float, min_face: int) -> tuple[list[Produced], list[Skipped]]:
+def process_task(task: Task, root: str, margin: float, min_face: int, boxes: DetectorBoxes | None = None
+                 ) -> tuple[list[Produced], list[Skipped]]:
     """Decode one file, cut its faces, write them as JPEG under ``root``.
 
+    ``boxes``: cut VOC faces with the detector's boxes (see :mod:`train.data.detector_boxes`);
+    None cuts them with the annotated boxes. Which faces are skipped (bad box, too small) is
+    decided on the annotated box either way.
+
     Bad input never raises (it becomes a :class:`Skipped`); failing to *write* does, since a full
-    disk is not a property of one file and must stop the import.
+    disk is not a property of one file and must stop the import, and so does a failing detector.
     """
     try:
         data = Path(task.file).read_bytes()
@@ -145,6 +177,9 @@ def process_task(task: Task, root: str, margin: float, min_face: int) -> tuple[l
         return [], [Skipped(task.source, "unreadable", str(exc), len(task.crops))]
     except Exception as exc:  # noqa: BLE001 - any decoder failure on one file is that file's problem
         return [], [Skipped(task.source, "corrupt", f"{type(exc).__name__}: {exc}", len(task.crops))]
+    detected: list = []
+    if boxes is not None and task.objects is not None:
+        detected = detected_boxes(np.asarray(im), task.objects, boxes)
     out, skipped = [], []
     for crop in task.crops:
         if crop.box is None:
@@ -158,18 +193,25 @@ def process_task(task: Task, root: str, margin: float, min_face: int) -> tuple[l
         if side < min_face:
             skipped.append(Skipped(crop.source, "too_small", f"face {side:.0f} px < --min-face {min_face} px"))
             continue
+        found = detected[crop.index] if crop.index is not None and crop.index < len(detected) else None
         try:
             if crop.box is None:
-                face, sha = im, hashlib.sha256(data).hexdigest()
+                face, sha, box_from = im, hashlib.sha256(data).hexdigest(), None
             else:
                 face = im.crop(expand_box(crop.box, margin, im.width, im.height))
-                sha = pixels_sha256(face)
-            jpeg, phash = encode_jpeg(face), phash_hex(face)
+                sha, box_from = pixels_sha256(face), FROM_ANNOTATION
+            key_sha, key_phash = sha, phash_hex(face)
+            phash = key_phash
+            if found is not None:
+                face = im.crop(expand_box(found, margin, im.width, im.height))
+                sha, phash, box_from = pixels_sha256(face), phash_hex(face), FROM_DETECTOR
+            jpeg = encode_jpeg(face)
         except Exception as exc:  # noqa: BLE001
             skipped.append(Skipped(crop.source, "corrupt", f"{type(exc).__name__}: {exc}"))
             continue
         (Path(root) / crop.path).write_bytes(jpeg)
-        out.append(Produced(crop.label, crop.path, crop.source, sha, phash, face.width, face.height))
+        out.append(Produced(crop.label, crop.path, crop.source, sha, phash, face.width, face.height, box_from,
+                            key_sha, key_phash))
     return out, skipped
 
 
@@ -309,9 +351,9 @@ class _Scanner:
                     self.skipped.append(Skipped(face_src, "bad_box", obj.problem))
                 else:
                     name = self.names.take(label, f"{safe_stem(image.name)}_box{k}")
-                    crops.append(Crop(label, name, face_src, obj.box))
+                    crops.append(Crop(label, name, face_src, obj.box, k))
             if crops:
-                self.tasks.append(Task(str(image), src, crops, ann.size))
+                self.tasks.append(Task(str(image), src, crops, ann.size, ann.objects))
         if dirs.images != dirs.annotations:
             info.unannotated_images = sum(
                 1 for p in dirs.images.iterdir()
@@ -446,6 +488,8 @@ class ImportReport:
     options: dict
     seconds: float
     created: str = ""
+    #: VOC faces imported, {label: {"annotation": n, "detector": m}}: which box each was cut with.
+    voc_face_boxes: dict[str, dict[str, int]] = field(default_factory=dict)
     policy: str = (
         "exact duplicates with the same label are dropped (first copy kept); near duplicates are kept and "
         "share a group; a photo under two labels (conflict) is kept under both and listed here"
@@ -463,6 +507,12 @@ class ImportReport:
             f"duplicates: {self.exact_duplicate_groups} exact groups, {self.near_duplicate_groups} near-duplicate "
             f"groups (phash distance <= {self.options['near_threshold']}); kept rows of a group share its id",
         ]
+        if self.options.get("voc_boxes") == FROM_DETECTOR:
+            det = self.options.get("voc_detector", {})
+            n = {src: sum(c[src] for c in self.voc_face_boxes.values()) for src in VOC_BOX_SOURCES}
+            lines.append(f"VOC faces cut with the detector's box: {n[FROM_DETECTOR]}; with the annotated box "
+                         f"(the detector missed them): {n[FROM_ANNOTATION]} (detector {det.get('detector')}, "
+                         f"fit {det.get('fit')}, min_face {det.get('min_face')})")
         if self.conflicts:
             lines.append(f"CONFLICTS: {len(self.conflicts)} photos appear under more than one label (kept under "
                          "each, same group; review them):")
@@ -492,16 +542,21 @@ def import_sources(
     force: bool = False,
     jobs: int | None = None,
     progress: bool | None = None,
+    voc_boxes: DetectorBoxes | None = None,
 ) -> ImportReport:
     """Import ``sources`` (folders or archives) into a new dataset folder ``out``.
 
-    ``progress`` None shows a progress bar only on a terminal. Raises FileNotFoundError for a
-    missing source, ValueError for an unusable one or an existing ``out`` without ``force``.
+    ``voc_boxes``: cut VOC faces with the boxes this detector finds for them (None: with the
+    annotated boxes). ``progress`` None shows a progress bar only on a terminal. Raises
+    FileNotFoundError for a missing source (or detector model), ValueError for an unusable one or
+    an existing ``out`` without ``force``.
     """
     t0 = time.perf_counter()
     sources = [Path(s).absolute() for s in sources]  # `source` columns must mean something later
     out = Path(out).absolute()
     _check_args(sources, out, margin, min_face, near_threshold, force)
+    if voc_boxes is not None:
+        detector_of(voc_boxes)  # a missing or broken detector model fails now, naming the file
     jobs = max(1, jobs if jobs is not None else min(os.cpu_count() or 1, 8))
     out.parent.mkdir(parents=True, exist_ok=True)
     exclude = {out.resolve()}
@@ -523,7 +578,8 @@ def import_sources(
         build = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
         build.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the dataset is not
         try:
-            report = _build(scanner, infos, build, out, margin, min_face, near_threshold, jobs, progress, t0)
+            report = _build(scanner, infos, build, out, margin, min_face, near_threshold, jobs, progress, t0,
+                            voc_boxes)
             _move_into_place(build, out, force)
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
@@ -560,10 +616,11 @@ def _check_args(sources: list[Path], out: Path, margin: float, min_face: int, ne
 
 
 def _run_tasks(tasks: list[Task], root: Path, margin: float, min_face: int, jobs: int,
-               progress: bool | None) -> Iterator[tuple[list[Produced], list[Skipped]]]:
+               progress: bool | None, boxes: DetectorBoxes | None = None
+               ) -> Iterator[tuple[list[Produced], list[Skipped]]]:
     from tqdm import tqdm
 
-    work = partial(process_task, root=str(root), margin=margin, min_face=min_face)
+    work = partial(process_task, root=str(root), margin=margin, min_face=min_face, boxes=boxes)
     bar = dict(total=len(tasks), desc="import", unit="file", disable=None if progress is None else not progress)
     if jobs <= 1 or len(tasks) < _POOL_MIN_TASKS:
         yield from tqdm(map(work, tasks), **bar)
@@ -578,33 +635,47 @@ def _run_tasks(tasks: list[Task], root: Path, margin: float, min_face: int, jobs
 
 
 def _build(scanner: _Scanner, infos: list[SourceInfo], build: Path, out: Path, margin: float, min_face: int,
-           near_threshold: int, jobs: int, progress: bool | None, t0: float) -> ImportReport:
-    produced, skipped = _cut_faces(scanner, build, margin, min_face, jobs, progress)
+           near_threshold: int, jobs: int, progress: bool | None, t0: float,
+           voc_boxes: DetectorBoxes | None = None) -> ImportReport:
+    produced, skipped = _cut_faces(scanner, build, margin, min_face, jobs, progress, voc_boxes)
     kept, dropped = _drop_exact_duplicates(produced, build)
     if not kept:
         where = ", ".join(i.path for i in infos)
         reasons = Counter(s.reason for s in skipped)
         raise ValueError(f"nothing to import from {where}: every item was skipped ({dict(reasons)})")
     log.info("grouping %d images by sha256 and phash (threshold %d)", len(kept), near_threshold)
-    groups = dedup.group_ids([p.sha256 for p in kept], [p.phash for p in kept], near_threshold)
+    groups = dedup.group_ids([p.key_sha256 for p in kept], [p.key_phash for p in kept], near_threshold)
     rows = [Row(p.path, p.label, p.source, p.sha256, p.phash, g, p.width, p.height) for p, g in zip(kept, groups, strict=True)]
     write_manifest(build, rows)
-    dup_groups, conflicts, near_count = _duplicate_groups(rows, dropped)
-    report = _report(infos, out, rows, skipped, dropped, produced, dup_groups, conflicts, near_count,
-                     {"margin": margin, "min_face": min_face, "near_threshold": near_threshold}, t0)
+    dup_groups, conflicts, near_count = _duplicate_groups(rows, dropped, {p.path: p.key_sha256 for p in kept})
+    options = {"margin": margin, "min_face": min_face, "near_threshold": near_threshold,
+               "voc_boxes": FROM_ANNOTATION if voc_boxes is None else FROM_DETECTOR}
+    if voc_boxes is not None:
+        options["voc_detector"] = voc_boxes.describe()
+    report = _report(infos, out, rows, skipped, dropped, produced, dup_groups, conflicts, near_count, options, t0)
+    report.voc_face_boxes = _box_counts(kept)
     (build / REPORT).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
 
+def _box_counts(kept: list[Produced]) -> dict[str, dict[str, int]]:
+    """{label: {box source: VOC faces}} of the imported faces (whole images are not counted)."""
+    out: dict[str, dict[str, int]] = {}
+    for p in kept:
+        if p.box_from is not None:
+            out.setdefault(p.label, dict.fromkeys(VOC_BOX_SOURCES, 0))[p.box_from] += 1
+    return dict(sorted(out.items()))
+
+
 def _cut_faces(scanner: _Scanner, build: Path, margin: float, min_face: int, jobs: int,
-               progress: bool | None) -> tuple[list[Produced], list[Skipped]]:
+               progress: bool | None, voc_boxes: DetectorBoxes | None = None) -> tuple[list[Produced], list[Skipped]]:
     """Every task decoded and its faces written under ``build``; what was made and what was skipped."""
     for label in sorted({c.label for t in scanner.tasks for c in t.crops}):
         (build / label).mkdir()
     produced: list[Produced] = []
     skipped = list(scanner.skipped)
     # closing(): on an error, stop the workers before the caller deletes the folder they write to.
-    with contextlib.closing(_run_tasks(scanner.tasks, build, margin, min_face, jobs, progress)) as results:
+    with contextlib.closing(_run_tasks(scanner.tasks, build, margin, min_face, jobs, progress, voc_boxes)) as results:
         for rows, skips in results:
             produced += rows
             skipped += skips
@@ -612,12 +683,14 @@ def _cut_faces(scanner: _Scanner, build: Path, margin: float, min_face: int, job
 
 
 def _drop_exact_duplicates(produced: list[Produced], build: Path) -> tuple[list[Produced], list[dict]]:
-    """Exact duplicates with the same label: the first copy is kept, the others' files deleted."""
+    """Exact duplicates with the same label: the first copy is kept, the others' files deleted.
+
+    VOC faces compare by their annotated crop (``key_sha256``), whichever box cut them."""
     kept: list[Produced] = []
     dropped: list[dict] = []
     first: dict[tuple[str, str], Produced] = {}
     for p in produced:
-        key = (p.sha256, p.label)
+        key = (p.key_sha256, p.label)
         if key in first:
             (build / p.path).unlink()
             dropped.append({"source": p.source, "label": p.label, "kept": first[key].path,
@@ -628,9 +701,10 @@ def _drop_exact_duplicates(produced: list[Produced], build: Path) -> tuple[list[
     return kept, dropped
 
 
-def _duplicate_groups(rows: list[Row], dropped: list[dict]) -> tuple[list[dict], list[dict], int]:
+def _duplicate_groups(rows: list[Row], dropped: list[dict], keys: dict[str, str]
+                      ) -> tuple[list[dict], list[dict], int]:
     """Groups holding exact or near duplicates, groups whose members disagree on the label, and
-    how many groups hold near duplicates."""
+    how many groups hold near duplicates. ``keys``: row path -> the sha256 duplicates compare."""
     by_group: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         by_group[r.group].append(r)
@@ -642,8 +716,8 @@ def _duplicate_groups(rows: list[Row], dropped: list[dict]) -> tuple[list[dict],
     near_count = 0
     for gid in sorted(set(by_group) | set(dropped_by_group)):
         members = by_group[gid]
-        near = len({r.sha256 for r in members}) > 1
-        exact = bool(dropped_by_group.get(gid)) or len({r.sha256 for r in members}) < len(members)
+        near = len({keys[r.path] for r in members}) > 1
+        exact = bool(dropped_by_group.get(gid)) or len({keys[r.path] for r in members}) < len(members)
         kind = "+".join(k for k, on in (("exact", exact), ("near", near)) if on)
         near_count += near
         labels = sorted({r.label for r in members})
@@ -665,7 +739,7 @@ def _report(infos: list[SourceInfo], out: Path, rows: list[Row], skipped: list[S
     reasons: Counter[str] = Counter()
     for s in skipped:
         reasons[s.reason] += s.items
-    copies = Counter(p.sha256 for p in produced)
+    copies = Counter(p.key_sha256 for p in produced)
     report = ImportReport(
         out=str(out),
         seen=seen,
@@ -742,13 +816,41 @@ def add_import_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from train.scenes.voc_scenes import FITS
+
     parser.add_argument("sources", nargs="+", type=Path, metavar="SRC",
                         help="folder-per-class folder, PASCAL VOC folder, or a .zip/.tar.gz of either")
     add_import_options(parser)
+    parser.add_argument("--voc-boxes", choices=VOC_BOX_SOURCES, default=FROM_ANNOTATION,
+                        help="VOC faces: cut each with its annotated box, or with the box --detector finds for it "
+                             "on the photo seen as a 640x480 camera frame (so training crops look like the "
+                             "daemon's; a face the detector misses keeps its annotated box) "
+                             "(default %(default)s)")
+    parser.add_argument("--detector", metavar="KIND[:MODEL][,OPT=VAL]",
+                        help="with --voc-boxes detector: the daemon's detector setting, as evaluate-scenes takes "
+                             "it, e.g. yunet:models/face_detection_yunet_2023mar.onnx,score_threshold=0.5")
+    parser.add_argument("--detector-fit", choices=FITS, default="fill",
+                        help="with --voc-boxes detector: how a photo becomes the 640x480 frame the detector sees, "
+                             "as evaluate-scenes --fit (default %(default)s)")
+    parser.add_argument("--detector-min-face", type=int, default=None,
+                        help="with --voc-boxes detector: drop detections smaller than this many px, as the "
+                             "daemon's detector.min_face (default: the daemon's default)")
+
+
+def voc_boxes_from_args(args: argparse.Namespace) -> DetectorBoxes | None:
+    """The ``--voc-boxes`` choice as :func:`import_sources` takes it; ValueError for a bad combination."""
+    if args.voc_boxes == FROM_ANNOTATION:
+        if args.detector:
+            raise ValueError("--detector is used only with --voc-boxes detector")
+        return None
+    if not args.detector:
+        raise ValueError("--voc-boxes detector needs --detector KIND[:MODEL][,OPT=VAL] (the daemon's detector)")
+    return DetectorBoxes(args.detector, fit=args.detector_fit, min_face=args.detector_min_face)
 
 
 def main(args: argparse.Namespace) -> int:
     report = import_sources(args.sources, args.out, margin=args.margin, min_face=args.min_face,
-                            near_threshold=args.near_threshold, force=args.force, jobs=args.jobs)
+                            near_threshold=args.near_threshold, force=args.force, jobs=args.jobs,
+                            voc_boxes=voc_boxes_from_args(args))
     print(report.summary())
     return 0
