@@ -36,6 +36,34 @@ def detector_model() -> Path:
         pytest.skip(str(exc))
 
 
+@pytest.fixture(scope="session")
+def yunet_onnx(shared) -> Path:
+    """OpenCV's YuNet 2023mar from ../shared/models (the file `fetch-models` downloads)."""
+    path = shared / "models" / "face_detection_yunet_2023mar.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def yunet_tflite(yunet_onnx) -> Path:
+    """YuNet converted to TFLite at 640x480 by `maskwatch convert-detector`, card beside it.
+
+    Converted afresh in the workstation run (TensorFlow + onnx2tf) and reused from ``.cache``
+    by the device-only run, as :func:`tiny_classifier` is.
+    """
+    from device.detectors.yunet_litert import converted_model_name
+
+    cached = ASSETS / converted_model_name(640, 480)
+    if importlib.util.find_spec("tensorflow") is None:
+        if cached.exists() and cached.with_suffix(".json").exists():
+            return cached
+        pytest.skip("TensorFlow is absent and no cached converted YuNet: run the workstation tests first")
+    from convert.detector import convert_detector
+
+    return convert_detector(yunet_onnx, 640, 480, ASSETS).path
+
+
 @pytest.fixture
 def broker(tmp_path):
     if find_mosquitto() is None:

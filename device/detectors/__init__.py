@@ -1,4 +1,4 @@
-"""Face detectors (BlazeFace via LiteRT, optional YuNet via OpenCV).
+"""Face detectors: BlazeFace and YuNet on LiteRT, YuNet on OpenCV's DNN.
 
 Only the light interface is imported here; a detector's module (and its OpenCV / LiteRT
 imports) loads when :func:`make_detector` builds one.

@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--detector", choices=KINDS, default="short",
-                        help="BlazeFace short range (default), full range, or OpenCV's YuNet (needs --model)")
+                        help="BlazeFace short range (default), full range, or YuNet")
     parser.add_argument("--model", type=Path,
-                        help="model file (default: the fetched BlazeFace model; required for yunet)")
+                        help="model file (default: the fetched BlazeFace model; for yunet the converted "
+                             ".tflite in the models folder; a YuNet .onnx runs on OpenCV instead)")
     parser.add_argument("--threshold", type=float, help="minimum face score 0..1 (default: the detector's own)")
     parser.add_argument("--min-face", type=int, default=0, help="drop faces smaller than this many pixels")
     parser.add_argument("--json", action="store_true",
