@@ -8,10 +8,12 @@ STAMP   := $(VENV)/.maskwatch-installed
 MODELS  := models/face_detection_short_range.tflite models/face_detection_full_range.tflite \
            models/face_detection_yunet_2023mar.onnx
 SHARED  ?= $(abspath ../shared)
-# YuNet runs on the Pi converted to TFLite at a fixed input size; YUNET_SIZE must be
-# DEFAULT_INPUT_SIZE in device/detectors/yunet_litert.py (a test checks).
+# YuNet runs on the Pi converted to int8 TFLite at a fixed input size (calibrated on sample
+# photos shipped with scikit-image and matplotlib); this must be the file make_detector("yunet")
+# loads by default (DEFAULT_INPUT_SIZE, DEFAULT_QUANTIZATION in device/detectors/yunet_litert.py;
+# a test checks).
 YUNET_SIZE   := 640x480
-YUNET_TFLITE := models/face_detection_yunet_2023mar_$(YUNET_SIZE)_float32.tflite
+YUNET_TFLITE := models/face_detection_yunet_2023mar_$(YUNET_SIZE)_int8.tflite
 # Offline machines and CI take the YuNet ONNX from ../shared (still sha256-checked); users with
 # internet download it from OpenCV's model zoo.
 YUNET_LOCAL  := $(SHARED)/models/face_detection_yunet_2023mar.onnx
@@ -60,7 +62,7 @@ $(MODELS) &: $(STAMP)
 	touch $(MODELS)
 
 $(YUNET_TFLITE): models/face_detection_yunet_2023mar.onnx $(STAMP)
-	$(BIN)/maskwatch convert-detector $< --size $(YUNET_SIZE) --out models
+	$(BIN)/maskwatch convert-detector $< --size $(YUNET_SIZE) --int8 --out models
 
 install-device:
 	sudo systemd/install.sh

@@ -7,6 +7,7 @@ fixture, which the LiteRT detector tests then compare with OpenCV on real photos
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -95,12 +96,18 @@ def test_converted_card_records_source_licence_and_parity(yunet_tflite):
     assert card["converter"]["onnx2tf"]
 
 
-def test_makefile_converts_at_the_devices_default_size():
+def test_makefile_makes_the_devices_default_model(tmp_path):
     """`make setup` must make the very file make_detector("yunet") loads by default."""
     import re
 
-    from device.detectors.yunet_litert import DEFAULT_INPUT_SIZE
+    from device.detectors.yunet_litert import DEFAULT_INPUT_SIZE, DEFAULT_QUANTIZATION, default_model_path
     from tests.conftest import ROOT
 
-    size = re.search(r"^YUNET_SIZE\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
-    assert size and parse_size(size.group(1)) == DEFAULT_INPUT_SIZE
+    makefile = (ROOT / "Makefile").read_text()
+    size = re.search(r"^YUNET_SIZE\s*:=\s*(\S+)", makefile, re.M).group(1)
+    target = re.search(r"^YUNET_TFLITE\s*:=\s*(\S+)", makefile, re.M).group(1).replace("$(YUNET_SIZE)", size)
+    assert parse_size(size) == DEFAULT_INPUT_SIZE
+    (tmp_path / Path(target).name).write_bytes(b"")
+    assert default_model_path(tmp_path).name == Path(target).name
+    rule = re.search(r"^\$\(YUNET_TFLITE\):.*\n\t(.*)$", makefile, re.M).group(1)
+    assert ("--int8" in rule) == (DEFAULT_QUANTIZATION == "int8")

@@ -288,3 +288,30 @@ def test_card_that_does_not_fit_the_model_is_refused(yunet_tflite, tmp_path):
     model.with_suffix(".json").write_text(json.dumps({**card, "outputs": swapped}))
     with pytest.raises(ValueError, match=r"\((cls|bbox)_8\) has shape \(1, 4800, [14]\), expected"):
         make_detector("yunet", model_path=model)
+
+
+# --------------------------------------------------------------------------------------------
+# The int8 model (the default): quantized input and outputs
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yunet_int8(yunet_int8_tflite):
+    return make_detector("yunet", model_path=yunet_int8_tflite, num_threads=2)
+
+
+@pytest.mark.parametrize("name", sorted(MEDIA_FACES))
+def test_int8_finds_the_faces_float32_finds(yunet_int8, yunet, shared, name):
+    faces = check_media_faces(yunet_int8, shared, name)
+    reference = yunet.detect(read_rgb(shared / "media" / name))
+    assert len(faces) == len(reference)
+    for ref in reference:
+        assert max(iou(np.array(ref.box), np.array([f.box for f in faces]))) >= 0.8
+    assert yunet_int8.describe() == "yunet-litert 640x480 int8"
+    assert yunet_int8.detect(np.zeros((481, 641, 3), np.uint8)) == []
+
+
+def test_int8_card_records_its_calibration(yunet_int8_tflite):
+    card = YuNetCard.load(yunet_int8_tflite.with_suffix(".json"))
+    assert card.quantization == "int8" and card.calibration["images"] == 13
+    assert "astronaut" in card.calibration["photos"] and card.parity["same_faces"]
