@@ -111,3 +111,28 @@ def test_makefile_makes_the_devices_default_model(tmp_path):
     assert default_model_path(tmp_path).name == Path(target).name
     rule = re.search(r"^\$\(YUNET_TFLITE\):.*\n\t(.*)$", makefile, re.M).group(1)
     assert ("--int8" in rule) == (DEFAULT_QUANTIZATION == "int8")
+
+
+def test_calibration_frames_from_a_folder_and_built_in(tmp_path):
+    import cv2
+
+    from convert.detector import BUILTIN_CALIBRATION, calibration_frames
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    cv2.imwrite(str(photos / "a.jpg"), np.full((300, 400, 3), 200, np.uint8))
+    cv2.imwrite(str(photos / "sub" / "b.png"), np.full((100, 50, 3), 100, np.uint8))
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    (photos / "notes.txt").write_text("skipped")
+    frames = calibration_frames(photos, 64, 32, count=10)
+    assert frames.shape == (2, 32, 64, 3) and frames.dtype == np.float32
+    wide = next(f for f in frames if f[0, 0, 0] == 200)  # 400x300 fits as 43x32, black to the right
+    assert wide[:, :42].min() == 200 and wide[:, 44:].max() == 0
+    assert len(calibration_frames(photos, 64, 32, count=1)) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no readable images"):
+        calibration_frames(tmp_path / "empty", 64, 32, count=5)
+    with pytest.raises(FileNotFoundError, match="calibration folder not found"):
+        calibration_frames(tmp_path / "absent", 64, 32, count=5)
+    builtin = calibration_frames(BUILTIN_CALIBRATION, 64, 32, count=100)
+    assert builtin.shape == (13, 32, 64, 3) and builtin.max() > 200
