@@ -1,8 +1,8 @@
 """YuNet converted to TFLite (``maskwatch convert-detector``), run on LiteRT with plain numpy.
 
 Why not OpenCV's FaceDetectorYN: YuNet finds ~0.9 of the faces at a door where BlazeFace finds
-~0.35, but OpenCV's DNN runs it at ~15 ms per 640x480 frame on two cores; the same network on
-LiteRT + XNNPACK is about twice as fast, and a smaller fixed input makes it faster still.
+~0.35, but OpenCV's DNN runs it at ~8-15 ms per 640x480 frame on two cores; the same network on
+LiteRT + XNNPACK takes about half that as float32 and a third as int8 (``--int8``).
 
 The decoding follows OpenCV's ``modules/objdetect/src/face_detect.cpp`` exactly, so the faces are
 OpenCV's: per stride 8/16/32 the model gives, for every cell of a (H/stride) x (W/stride) grid in
@@ -11,7 +11,8 @@ landmarks (dx, dy) in units of the stride relative to the cell's top-left corner
 is sqrt(cls * obj) (both clamped to 0..1); then ``cv2.dnn.NMSBoxes`` on the boxes truncated to
 integers, as OpenCV does. The input is the frame scaled to fit the model's fixed input, placed
 at the top-left and padded with black (OpenCV also pads at the bottom and right), as float
-pixels 0..255 with no normalisation.
+pixels 0..255 with no normalisation (an int8 model gets them quantized with its input's scale
+and zero point, and its outputs are dequantized before decoding).
 
 Each converted model has a card (``<model>.json``) saying its input size, colour order and
 which TFLite output is which YuNet output; :class:`YuNetCard` reads and checks it.
