@@ -54,7 +54,7 @@ def build(spec: str, threads: int):
 
 
 def run(specs: list[str], photos: list[Path], frame_photo: Path, threads: int, runs: int) -> list[dict]:
-    from device.detectors.cli import read_rgb
+    from device.images import read_rgb
 
     detectors = [build(s, threads) for s in specs]
     images = [read_rgb(p) for p in photos]

@@ -16,6 +16,8 @@ from device.detectors import model_files as fetch
 from device.detectors.blazeface import iou
 from device.detectors.yunet import YuNetDetector
 from device.detectors.yunet_litert import (
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_QUANTIZATION,
     OUTPUT_NAMES,
     YuNetCard,
     YuNetLiteRTDetector,
@@ -206,7 +208,7 @@ def test_broken_model_files_are_named(tmp_path):
         make_detector("yunet", model_path=tmp_path / "nope.tflite")
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\x00garbage")
-    with pytest.raises(FileNotFoundError, match="bad.json"):  # no card beside it
+    with pytest.raises(FileNotFoundError, match="bad.tflite: no YuNet card bad.json .* kind to 'short'"):
         make_detector("yunet", model_path=bad)
     YuNetCard(**good_card()).save(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="bad.tflite: not a TFLite model"):
@@ -315,3 +317,21 @@ def test_int8_card_records_its_calibration(yunet_int8_tflite):
     card = YuNetCard.load(yunet_int8_tflite.with_suffix(".json"))
     assert card.quantization == "int8" and card.calibration["images"] == 13
     assert "astronaut" in card.calibration["photos"] and card.parity["same_faces"]
+
+
+def test_daemon_finds_the_default_model_where_install_puts_detectors(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from device.config import config_from_dict
+    from device.detectors import DEFAULT_KIND
+    from device.wiring import resolve_detector_path
+
+    assert config_from_dict({}, env={}).detector.kind == DEFAULT_KIND == "yunet"
+    monkeypatch.setattr(fetch, "DEFAULT_DIR", tmp_path / "checkout-models")
+    cfg = SimpleNamespace(state_dir=tmp_path / "state", detector=SimpleNamespace(kind="yunet", model_path=None))
+    with pytest.raises(FileNotFoundError, match="detector.model_path: .*maskwatch convert-detector"):
+        resolve_detector_path(cfg)
+    (tmp_path / "state" / "models").mkdir(parents=True)
+    installed = tmp_path / "state" / "models" / converted_model_name(*DEFAULT_INPUT_SIZE, DEFAULT_QUANTIZATION)
+    installed.write_bytes(b"")
+    assert resolve_detector_path(cfg) == (installed, False)

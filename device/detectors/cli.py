@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.detectors.base import KINDS, Face, make_detector
+from device.detectors.base import DEFAULT_KIND, KINDS, Face, make_detector
 from device.images import read_rgb
 from device.safe_write import write_file
 
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--detector", choices=KINDS, default="short",
-                        help="BlazeFace short range (default), full range, or YuNet")
+    parser.add_argument("--detector", choices=KINDS, default=DEFAULT_KIND,
+                        help="YuNet, BlazeFace short range or full range (default: %(default)s, as the daemon)")
     parser.add_argument("--model", type=Path,
                         help="model file (default: the fetched BlazeFace model; for yunet the converted "
                              ".tflite in the models folder; a YuNet .onnx runs on OpenCV instead)")

@@ -306,6 +306,12 @@ class YuNetLiteRTDetector:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"YuNet model not found: {self.model_path}")
+        if not card_path(self.model_path).is_file():
+            # Most likely a config from before YuNet was the default, naming a BlazeFace model.
+            raise FileNotFoundError(
+                f"{self.model_path}: no YuNet card {card_path(self.model_path).name} beside it, so not a model "
+                f"made by `maskwatch convert-detector`; for a BlazeFace model set the detector kind to "
+                f"'short' or 'full'")
         self.card = YuNetCard.load(card_path(self.model_path))
         self.score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
         self.nms_threshold = float(nms_threshold)
