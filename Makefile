@@ -5,8 +5,19 @@ PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.maskwatch-installed
-MODELS  := models/face_detection_short_range.tflite models/face_detection_full_range.tflite
+MODELS  := models/face_detection_short_range.tflite models/face_detection_full_range.tflite \
+           models/face_detection_yunet_2023mar.onnx
 SHARED  ?= $(abspath ../shared)
+# YuNet runs on the Pi converted to int8 TFLite at a fixed input size (calibrated on sample
+# photos shipped with scikit-image and matplotlib); this must be the file make_detector("yunet")
+# loads by default (DEFAULT_INPUT_SIZE, DEFAULT_QUANTIZATION in device/detectors/yunet_litert.py;
+# a test checks).
+YUNET_SIZE   := 640x480
+YUNET_TFLITE := models/face_detection_yunet_2023mar_$(YUNET_SIZE)_int8.tflite
+# Offline machines and CI take the YuNet ONNX from ../shared (still sha256-checked); users with
+# internet download it from OpenCV's model zoo.
+YUNET_LOCAL  := $(SHARED)/models/face_detection_yunet_2023mar.onnx
+YUNET_FROM   := $(if $(wildcard $(YUNET_LOCAL)),--yunet-from $(YUNET_LOCAL))
 # Offline ImageNet weights for tests and benchmarks (see ../shared/README.md); users with
 # internet let Keras download them as usual.
 KERAS_CACHE := $(SHARED)/keras-home
@@ -35,17 +46,23 @@ help:
 	@echo "make bench   - int8 vs float benchmarks (bench-train, bench-device, bench-scenes for the others)"
 	@echo "make install-device - install only the device side (Raspberry Pi)"
 
-setup: $(STAMP) $(MODELS)
+setup: $(STAMP) $(MODELS) $(YUNET_TFLITE)
 
+# onnx2tf (convert-detector) imports tf-keras, whose metadata wants the `tensorflow` package
+# rather than our tensorflow-cpu of the same version: installed without its dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[workstation,device,dev]'
+	$(BIN)/python -m pip install -q --no-deps 'tf-keras==2.21.0'
 	touch $@
 
 $(MODELS) &: $(STAMP)
-	$(BIN)/maskwatch-device fetch-models --dest models
+	$(BIN)/maskwatch-device fetch-models --dest models $(YUNET_FROM)
 	touch $(MODELS)
+
+$(YUNET_TFLITE): models/face_detection_yunet_2023mar.onnx $(STAMP)
+	$(BIN)/maskwatch convert-detector $< --size $(YUNET_SIZE) --int8 --out models
 
 install-device:
 	sudo systemd/install.sh

@@ -3,7 +3,8 @@
 Runs ``maskwatch evaluate-scenes`` (:mod:`train.scenes`) on the scene photos of
 ``../shared/datasets/faces-voc`` that are in the TEST split of the benchmark dataset (scenes
 whose faces were never trained on), with the default int8 classifier of ``make bench``, for
-BlazeFace short range, full range and YuNet side by side, 2 threads, 640x480 frames. Then it
+the default detector (YuNet int8 on LiteRT), BlazeFace short range, full range and YuNet on
+OpenCV side by side, 2 threads, 640x480 frames. Then it
 checks issue 11's targets on the daemon's DEFAULT detector (``device.config``):
 
 * faces found >= 0.90 overall, and >= 0.90 for masked (with_mask) faces of 32 px or more;
@@ -98,7 +99,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"dataset whose split decides the scenes (default {DEFAULT_DATA})")
     p.add_argument("--split", default="test", help="scenes of this split only (default test)")
     p.add_argument("--detector", action="append",
-                   help=f"detector settings (default: short, full, yunet:{YUNET})")
+                   help=f"detector settings (default: yunet (the daemon's default), short, full, yunet:{YUNET})")
     p.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     p.add_argument("--min-face", type=int, default=None,
                    help="drop detections under this many px (default: the daemon's detector.min_face)")
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no dataset at {args.data}: run `make bench-train` (it imports and splits the "
                                 "shared datasets), or pass --data DATASET_DIR")
     voc = args.voc or [SHARED / "datasets" / "faces-voc"]
-    detectors = args.detector or ["short", "full", f"yunet:{YUNET}"]
+    detectors = args.detector or ["yunet", "short", "full", f"yunet:{YUNET}"]
     cfg = SceneConfig(voc=voc, model=args.model, detectors=[parse_detector(t) for t in detectors],
                       threads=args.threads, split_of=args.data, split=args.split, limit=args.limit,
                       min_face=args.min_face, fit=args.fit)

@@ -256,7 +256,7 @@ class CameraConfig:
 
 @dataclass
 class DetectorConfig:
-    kind: str = setting("short", choices=tuple(DETECTOR_KINDS))
+    kind: str = setting("yunet", choices=tuple(DETECTOR_KINDS))  # base.DEFAULT_KIND; "short" for kiosks
     model_path: str | None = setting(None, path=True, nonempty=True)
     score_threshold: float | None = setting(None, ge=0, le=1)
     min_face: int = setting(24, ge=0, le=8192)

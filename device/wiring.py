@@ -39,8 +39,9 @@ class Components:
 def resolve_detector_path(cfg: Any) -> tuple[Path | None, bool]:
     """The detector model file and whether it has a pinned checksum (BlazeFace) that matched.
 
-    With no ``detector.model_path`` the fetched BlazeFace model is looked for in
-    ``STATE_DIR/models`` (where install.sh puts it), then in ``$MASKWATCH_MODELS`` / ``models/``.
+    With no ``detector.model_path`` the fetched BlazeFace model (or, for yunet, the converted
+    default model) is looked for in ``STATE_DIR/models`` (where install.sh puts detectors), then
+    in ``$MASKWATCH_MODELS`` / ``models/``.
     A BlazeFace file whose sha256 is not the pinned one is refused (ChecksumError names it).
     """
     from device.detectors import model_files as fetch
@@ -58,8 +59,16 @@ def resolve_detector_path(cfg: Any) -> tuple[Path | None, bool]:
                 f"{', '.join(str(p.parent) for p in candidates)}; run `maskwatch-device fetch-models "
                 f"--dest {candidates[0].parent}`"
             )
-    else:
-        return None, False  # yunet without a path: make_detector names the missing field
+    else:  # yunet: the converted default model, in the same folders
+        from device.detectors.yunet_litert import default_model_path
+
+        try:
+            path = default_model_path(Path(cfg.state_dir) / "models")
+        except FileNotFoundError:
+            try:
+                path = default_model_path()
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"detector.model_path: {exc}") from None
     if not path.is_file():
         raise FileNotFoundError(f"detector.model_path: file not found: {path}")
     if pinned is None:

@@ -36,6 +36,46 @@ def detector_model() -> Path:
         pytest.skip(str(exc))
 
 
+@pytest.fixture(scope="session")
+def yunet_onnx(shared) -> Path:
+    """OpenCV's YuNet 2023mar from ../shared/models (the file `fetch-models` downloads)."""
+    path = shared / "models" / "face_detection_yunet_2023mar.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def _converted_yunet(onnx: Path, quantization: str) -> Path:
+    """YuNet converted at 640x480 by `maskwatch convert-detector`, card beside it.
+
+    Converted afresh in the workstation run (TensorFlow + onnx2tf) and reused from ``.cache``
+    by the device-only run, as :func:`tiny_classifier` is.
+    """
+    from device.detectors.yunet_litert import converted_model_name
+
+    cached = ASSETS / converted_model_name(640, 480, quantization)
+    if importlib.util.find_spec("tensorflow") is None:
+        if cached.exists() and cached.with_suffix(".json").exists():
+            return cached
+        pytest.skip(f"TensorFlow is absent and no cached {cached.name}: run the workstation tests first")
+    from convert.detector import BUILTIN_CALIBRATION, convert_detector
+
+    calibration = BUILTIN_CALIBRATION if quantization == "int8" else None
+    return convert_detector(onnx, 640, 480, ASSETS, calibration=calibration).path
+
+
+@pytest.fixture(scope="session")
+def yunet_tflite(yunet_onnx) -> Path:
+    """YuNet as float32 TFLite at 640x480 (the one to compare with OpenCV)."""
+    return _converted_yunet(yunet_onnx, "float32")
+
+
+@pytest.fixture(scope="session")
+def yunet_int8_tflite(yunet_onnx) -> Path:
+    """YuNet as int8 TFLite at 640x480, calibrated on the built-in photos (the default model)."""
+    return _converted_yunet(yunet_onnx, "int8")
+
+
 @pytest.fixture
 def broker(tmp_path):
     if find_mosquitto() is None:

@@ -348,7 +348,5 @@ def test_make_detector_rejects_bad_options(detector_model):
         make_detector("tiny")
     with pytest.raises(ValueError, match="score_threshold"):
         make_detector("short", detector_model, score_threshold=1.5)
-    with pytest.raises(ValueError, match="needs a model file"):
-        make_detector("yunet")
     d = make_detector("short", detector_model)
     assert d.score_threshold == 0.5 and d.iou_threshold == 0.3

@@ -383,7 +383,7 @@ def test_check_warns_about_a_stock_device_id(tmp_path, tiny_classifier, detector
 
     cfg = {"device_id": "raspberrypi", "state_dir": str(tmp_path / "state"),
            "camera": {"source": "images", "path": str(tmp_path)},
-           "detector": {"model_path": str(detector_model)},
+           "detector": {"kind": "short", "model_path": str(detector_model)},
            "classifier": {"model_path": str(tiny_classifier)}}
     (tmp_path / "config.toml").write_text(to_toml(cfg))
     r = subprocess.run([sys.executable, "-m", "device.cli", "check", "--config", str(tmp_path / "config.toml"),

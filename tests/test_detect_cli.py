@@ -82,13 +82,14 @@ def test_unreadable_images_are_reported_and_the_rest_still_run(media, tmp_path, 
 
 
 def test_command_line_errors_exit_2_with_one_line(media, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASKWATCH_MODELS": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "device.cli", "detect", str(media / "pic3.jpg"), "--detector", "yunet"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
     )
     assert proc.returncode == 2
-    assert "error: the yunet detector needs a model file" in proc.stderr
+    assert "error: " in proc.stderr and "face_detection_yunet_2023mar_" in proc.stderr
+    assert "maskwatch convert-detector" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

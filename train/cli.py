@@ -23,6 +23,7 @@ COMMANDS: cli_base.Commands = {
                         "faces found and flagged on annotated scene photos, per detector (VOC folders)"),
     "predict": ("train.predict", "find faces in photos and classify each"),
     "convert": ("convert.tflite", "quantize a Keras model to int8 (and float32) TFLite"),
+    "convert-detector": ("convert.detector", "YuNet face detector ONNX -> TFLite at a fixed input size, for the Pi"),
     "bench": ("device.bench", "benchmark .tflite models: size, latency, accuracy"),
     "fetch-models": ("device.detectors.model_files", "fetch the face-detector models (checksummed)"),
 }

@@ -1,9 +1,9 @@
-"""Face detectors (BlazeFace via LiteRT, optional YuNet via OpenCV).
+"""Face detectors: BlazeFace and YuNet on LiteRT, YuNet on OpenCV's DNN.
 
 Only the light interface is imported here; a detector's module (and its OpenCV / LiteRT
 imports) loads when :func:`make_detector` builds one.
 """
 
-from device.detectors.base import KEYPOINT_NAMES, KINDS, Face, FaceDetector, make_detector
+from device.detectors.base import DEFAULT_KIND, KEYPOINT_NAMES, KINDS, Face, FaceDetector, make_detector
 
-__all__ = ["KEYPOINT_NAMES", "KINDS", "Face", "FaceDetector", "make_detector"]
+__all__ = ["DEFAULT_KIND", "KEYPOINT_NAMES", "KINDS", "Face", "FaceDetector", "make_detector"]

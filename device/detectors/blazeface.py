@@ -281,6 +281,10 @@ class BlazeFaceDetector:
         boxes, kps, scores = weighted_nms(boxes, kps, scores, self.iou_threshold)
         return to_faces(boxes, kps, scores, lb, self.min_face)
 
+    def describe(self) -> str:
+        size = self.config.input_size
+        return f"blazeface-{self.kind} {size}x{size} float32"
+
     def __repr__(self) -> str:
-        return (f"BlazeFaceDetector(kind={self.kind!r}, model={str(self.model_path)!r}, "
+        return (f"BlazeFaceDetector({self.describe()!r}, model={str(self.model_path)!r}, "
                 f"score_threshold={self.score_threshold}, backend={self.backend!r})")

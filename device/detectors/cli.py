@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.detectors.base import KINDS, Face, make_detector
+from device.detectors.base import DEFAULT_KIND, KINDS, Face, make_detector
 from device.images import read_rgb
 from device.safe_write import write_file
 
@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--detector", choices=KINDS, default="short",
-                        help="BlazeFace short range (default), full range, or OpenCV's YuNet (needs --model)")
+    parser.add_argument("--detector", choices=KINDS, default=DEFAULT_KIND,
+                        help="YuNet, BlazeFace short range or full range (default: %(default)s, as the daemon)")
     parser.add_argument("--model", type=Path,
-                        help="model file (default: the fetched BlazeFace model; required for yunet)")
+                        help="model file (default: the fetched BlazeFace model; for yunet the converted "
+                             ".tflite in the models folder; a YuNet .onnx runs on OpenCV instead)")
     parser.add_argument("--threshold", type=float, help="minimum face score 0..1 (default: the detector's own)")
     parser.add_argument("--min-face", type=int, default=0, help="drop faces smaller than this many pixels")
     parser.add_argument("--json", action="store_true",

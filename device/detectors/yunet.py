@@ -1,8 +1,9 @@
 """YuNet (OpenCV's FaceDetectorYN) behind the same :class:`FaceDetector` interface.
 
-An alternative to BlazeFace that needs no TFLite interpreter: only OpenCV and the ONNX file
-from OpenCV's model zoo. YuNet gives five landmarks (eyes, nose tip, mouth corners); they are
-mapped onto BlazeFace's six (mouth centre = mean of the corners, ears unknown = NaN).
+The path for the zoo's ONNX file as it is: only OpenCV needed, no conversion, but about twice
+as slow as the converted model on LiteRT (:mod:`device.detectors.yunet_litert`). YuNet gives
+five landmarks (eyes, nose tip, mouth corners); they are mapped onto BlazeFace's six (mouth
+centre = mean of the corners, ears unknown = NaN).
 """
 
 from __future__ import annotations
@@ -95,5 +96,12 @@ class YuNetDetector:
         _, rows = self._yn.detect(bgr)
         return yunet_rows_to_faces(rows, w, h, self.min_face)
 
+    def describe(self) -> str:
+        # OpenCV runs the network on the frame's own size (padded to a multiple of 32): the
+        # size shown is the last frame's.
+        w, h = self._size
+        return f"yunet-opencv {w}x{h} float32"
+
     def __repr__(self) -> str:
-        return f"YuNetDetector(model={str(self.model_path)!r}, score_threshold={self.score_threshold})"
+        return (f"YuNetDetector({self.describe()!r}, model={str(self.model_path)!r}, "
+                f"score_threshold={self.score_threshold})")

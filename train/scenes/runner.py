@@ -241,7 +241,8 @@ def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
         "options": lane.spec.options,
         "input_size": list(lane.input_size),
         "score_threshold": getattr(lane.pipeline.detector, "score_threshold", None),
-        "default": lane.spec.kind == default_kind,
+        # The daemon's default is the kind with its default model (yunet:X.onnx is another setting).
+        "default": lane.spec.kind == default_kind and lane.spec.model_path is None,
         **metrics,
         "ms": ms,
     }
