@@ -259,7 +259,7 @@ class DetectorConfig:
     kind: str = setting("yunet", choices=tuple(DETECTOR_KINDS))  # base.DEFAULT_KIND; "short" for kiosks
     model_path: str | None = setting(None, path=True, nonempty=True)
     score_threshold: float | None = setting(None, ge=0, le=1)
-    min_face: int = setting(24, ge=0, le=8192)
+    min_face: int = setting(16, ge=0, le=8192)  # the import's smallest face: smaller ones were never trained on
     ignore_regions: list[tuple[int, int, int, int]] = setting(default_factory=list, convert=_regions)  # px boxes
     num_threads: int = setting(2, ge=1, le=64)
     #: Faces per frame passed on to the classifier, the largest first (a bound on work per frame).

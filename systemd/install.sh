@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the maskwatch device daemon as a systemd service on Raspberry Pi OS Bookworm (64-bit).
 #
-#   sudo systemd/install.sh [--model FILE.tflite] [--dry-run]
+#   sudo systemd/install.sh [--model FILE.tflite] [--detector-model FILE.tflite] [--dry-run]
 #
 # Run it from a checkout of the project. Safe to run again: a second run with nothing new
 # changes nothing (upgrades the code when the checkout changed, keeps your config):
@@ -15,7 +15,9 @@
 #      an existing one (and its password_file) must not be readable by other users
 #   5. the face-detector models (checksummed), fetched as the service user into
 #      /var/lib/maskwatch/models; --model copies your classifier and its model card there as
-#      maskwatch_int8.tflite / maskwatch_int8.json
+#      maskwatch_int8.tflite / maskwatch_int8.json; --detector-model copies the YuNet detector
+#      converted on a workstation (`make setup` writes models/face_detection_yunet_2023mar_640x480_int8.tflite;
+#      the Pi has no TensorFlow to convert it) and its card under their own names
 #   6. the unit into /etc/systemd/system, daemon-reload, enable; (re)start when something
 #      changed or it is not running, once a classifier model is in place and
 #      `maskwatch-device check --no-camera` passes
@@ -41,6 +43,7 @@ INSTALLED_STAMP="$PREFIX/installed-source.sha256"
 
 DRY_RUN=0
 MODEL=""
+DETECTOR_MODEL=""
 CHANGED=0   # set when this run changed what the service runs (code, unit, model, config)
 
 usage() {
@@ -54,6 +57,10 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "install.sh: --model needs a file" >&2; exit 2; }
             MODEL="$2"; shift ;;
         --model=*) MODEL="${1#--model=}" ;;
+        --detector-model)
+            [ $# -ge 2 ] || { echo "install.sh: --detector-model needs a file" >&2; exit 2; }
+            DETECTOR_MODEL="$2"; shift ;;
+        --detector-model=*) DETECTOR_MODEL="${1#--detector-model=}" ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -132,6 +139,11 @@ if [ -n "$MODEL" ]; then
     [ -f "$MODEL" ] || fail "--model $MODEL: no such file"
     CARD="${MODEL%.*}.json"
     [ -f "$CARD" ] || fail "--model $MODEL: its model card $CARD is missing beside it"
+fi
+if [ -n "$DETECTOR_MODEL" ]; then
+    [ -f "$DETECTOR_MODEL" ] || fail "--detector-model $DETECTOR_MODEL: no such file"
+    DETECTOR_CARD="${DETECTOR_MODEL%.*}.json"
+    [ -f "$DETECTOR_CARD" ] || fail "--detector-model $DETECTOR_MODEL: its card $DETECTOR_CARD is missing beside it"
 fi
 if [ "$DRY_RUN" -eq 1 ]; then
     log "dry run: printing the steps, changing nothing"
@@ -250,10 +262,13 @@ run install -d -m 0750 -o "$SVC_USER" -g "$SVC_USER" "$STATE" "$MODELS"
 # models already there with the right checksum are kept. As the service user: it owns the
 # folder, so root has no business writing there.
 run runuser -u "$SVC_USER" -- env HOME="$STATE" PIP_NO_CACHE_DIR=1 \
-    "$VENV/bin/maskwatch-device" fetch-models --dest "$MODELS"
-if [ -n "$MODEL" ]; then
+    "$VENV/bin/maskwatch-device" fetch-models --dest "$MODELS" --which both
+PAIRS=()
+[ -n "$MODEL" ] && PAIRS+=("$MODEL:maskwatch_int8.tflite" "$CARD:maskwatch_int8.json")
+[ -n "$DETECTOR_MODEL" ] && PAIRS+=("$DETECTOR_MODEL:$(basename "$DETECTOR_MODEL")" "$DETECTOR_CARD:$(basename "$DETECTOR_CARD")")
+if [ ${#PAIRS[@]} -gt 0 ]; then
     # install(1) unlinks the destination first and creates it with O_EXCL: a planted link is replaced.
-    for pair in "$MODEL:maskwatch_int8.tflite" "$CARD:maskwatch_int8.json"; do
+    for pair in "${PAIRS[@]}"; do
         from="${pair%:*}" to="$MODELS/${pair##*:}"
         if [ -f "$to" ] && [ ! -L "$to" ] && cmp -s "$from" "$to"; then
             say "$to is up to date"

@@ -110,7 +110,7 @@ def test_install_script_syntax_and_dry_run():
         f"--constraint {ROOT}/systemd/constraints-device.txt --constraint /opt/maskwatch/system-numpy.txt "
         f"{ROOT}[device]",
         "runuser -u maskwatch -- env HOME=/var/lib/maskwatch PIP_NO_CACHE_DIR=1 "
-        "/opt/maskwatch/venv/bin/maskwatch-device fetch-models --dest /var/lib/maskwatch/models",
+        "/opt/maskwatch/venv/bin/maskwatch-device fetch-models --dest /var/lib/maskwatch/models --which both",
         f"install -m 0644 {ROOT}/systemd/maskwatch.service /etc/systemd/system/maskwatch.service",
         "systemctl daemon-reload",
         "systemctl enable maskwatch.service",
@@ -142,6 +142,22 @@ def test_install_dry_run_copies_a_given_model_and_its_card(tmp_path, tiny_classi
     assert r.returncode == 0, r.stderr
     assert f"{tiny_classifier} /var/lib/maskwatch/models/maskwatch_int8.tflite" in r.stdout
     assert f"{tiny_classifier.with_suffix('.json')} /var/lib/maskwatch/models/maskwatch_int8.json" in r.stdout
+
+
+def test_install_dry_run_copies_a_converted_detector_and_its_card(tmp_path):
+    """The Pi cannot convert YuNet (no TensorFlow): the workstation's file is copied under its own
+    name, where the daemon looks for the default detector; a missing card is refused."""
+    det = tmp_path / "face_detection_yunet_2023mar_640x480_int8.tflite"
+    det.write_bytes(b"tflite")
+    r = subprocess.run(["bash", str(INSTALL), "--dry-run", "--detector-model", str(det)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and f"its card {det.with_suffix('.json')} is missing" in r.stderr
+    det.with_suffix(".json").write_text("{}")
+    r = subprocess.run(["bash", str(INSTALL), "--dry-run", "--detector-model", str(det)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"{det} /var/lib/maskwatch/models/{det.name}" in r.stdout
+    assert f"{det.with_suffix('.json')} /var/lib/maskwatch/models/{det.stem}.json" in r.stdout
 
 
 @pytest.fixture(scope="module")

@@ -237,7 +237,7 @@ def fitted_frame(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.nda
 def test_same_faces_as_opencv_on_real_photos(yunet, yunet_onnx, shared, name):
     """On a 640x480 frame the LiteRT path and cv2.FaceDetectorYN report the same faces."""
     frame = fitted_frame(read_rgb(shared / "media" / name))
-    opencv = cv2.FaceDetectorYN.create(str(yunet_onnx), "", (640, 480), 0.7, 0.3, 5000)
+    opencv = cv2.FaceDetectorYN.create(str(yunet_onnx), "", (640, 480), yunet.score_threshold, 0.3, 5000)
     _, rows = opencv.detect(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     rows = np.zeros((0, 15), np.float32) if rows is None else rows[np.argsort(-rows[:, 14])]
     ours = yunet.detect(frame)
