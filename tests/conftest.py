@@ -108,3 +108,17 @@ def faces() -> list[np.ndarray]:
             pytest.skip(f"scikit-image is absent and no cached face {name}.png in {folder}: {WORKSTATION_FIRST}")
         out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     return out
+
+
+@pytest.fixture(scope="session")
+def face_tree(tmp_path_factory, detector_model) -> Path:
+    """A folder-per-class tree (``with_mask/``, ``without_mask/``, 60 JPEGs each) of the faces
+    ``maskwatch data synth`` makes from the public-domain photos: a dataset on any workstation."""
+    if importlib.util.find_spec("skimage") is None:
+        pytest.skip("scikit-image is absent: the sample faces are made on the workstation")
+    from device.detectors.base import make_detector
+    from train.data.synth import load_backgrounds, load_sources, write_tree
+
+    tree = tmp_path_factory.mktemp("face_tree")
+    write_tree(tree, load_sources(make_detector("short", detector_model)), 120, 0, load_backgrounds())
+    return tree
