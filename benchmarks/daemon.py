@@ -130,7 +130,7 @@ def find_classifier(explicit: Path | None) -> tuple[Path, str]:
                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if r.returncode != 0:
             raise CannotRun("no classifier model: pass --model FILE.tflite (building the tiny test model "
-                               f"needs TensorFlow): {r.stderr.strip()[-500:]}")
+                            f"needs TensorFlow): {r.stderr.strip()[-500:]}")
     return TINY, "tiny test model (random weights, 64x64 input): NOT the trained model's cost"
 
 
