@@ -33,8 +33,12 @@ PI_STAMP := $(PI_VENV)/.maskwatch-installed
 WORKSTATION_TESTS := $(wildcard tests/test_data_*.py tests/test_train*.py tests/test_evaluate*.py \
                        tests/test_predict*.py tests/test_model*.py tests/test_convert*.py \
                        tests/test_masks*.py tests/test_synth*.py tests/test_demo*.py tests/test_readme*.py \
-                       tests/test_weights*.py)
+                       tests/test_weights*.py tests/test_device_benchmark*.py)
 DEVICE_TESTS := $(filter-out $(WORKSTATION_TESTS),$(wildcard tests/test_*.py))
+# Each run writes one line (passed / skipped / failed, and which environment); `make test` ends
+# with both. MASKWATCH_FAIL_ON_SKIP=1 (set by .ci/run) fails any skip outside the allow-list
+# of tests/skip_policy.py.
+TEST_SUMMARY := .cache/test-summary
 
 .PHONY: setup setup-pi install-device test test-workstation test-pi lint demo bench bench-train bench-device bench-scenes clean help
 
@@ -68,9 +72,12 @@ install-device:
 	sudo systemd/install.sh
 
 test: test-workstation test-pi
+	@echo "==> tests run per environment"
+	@cat $(TEST_SUMMARY)/workstation.txt $(TEST_SUMMARY)/pi-like.txt
 
 test-workstation: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@rm -f $(TEST_SUMMARY)/workstation.txt
+	MASKWATCH_TEST_SUMMARY=$(TEST_SUMMARY)/workstation.txt $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup-pi: $(PI_STAMP)
 
@@ -80,13 +87,15 @@ $(PI_STAMP): pyproject.toml
 	$(PI_VENV)/bin/python -m pip install -q 'numpy==1.24.*' -e '.[device]' pytest jsonschema
 	touch $@
 
-# Runs after the workstation tests, which leave the TensorFlow-built test models in .cache/.
+# Runs after the workstation tests, which leave the TensorFlow-built test model and the face
+# photos (scikit-image, matplotlib) in .cache/test-assets.
 test-pi: setup-pi $(MODELS)
 	$(PI_VENV)/bin/python -c "import numpy, sys; assert numpy.__version__.startswith('1.'), numpy.__version__; assert 'tensorflow' not in sys.modules"
-	$(PI_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(DEVICE_TESTS)
+	@rm -f $(TEST_SUMMARY)/pi-like.txt
+	MASKWATCH_TEST_SUMMARY=$(TEST_SUMMARY)/pi-like.txt $(PI_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(DEVICE_TESTS)
 
 lint: setup
-	$(BIN)/ruff check device train convert tests
+	$(BIN)/ruff check device train convert tests benchmarks
 
 demo: setup
 	$(BIN)/python -m train.demo

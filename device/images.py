@@ -78,11 +78,11 @@ def decode_rgb(data: bytes) -> np.ndarray:
     OpenCV cannot decode; the same rules either way."""
     try:
         return _opencv_decode(data)
-    except DecodeError:
+    except DecodeError as opencv_error:
         try:
             import PIL  # noqa: F401
-        except ImportError:
-            raise
+        except ImportError:  # no Pillow (the Pi): OpenCV's verdict stands
+            raise opencv_error from None
     return np.asarray(pil_decode(data)[0], dtype=np.uint8)
 
 

@@ -81,7 +81,7 @@ def test_timeout_before_count_exits_1(broker):
 
 
 def test_unreachable_broker_is_one_clear_line():
-    from tests.mosquitto import free_port
+    from train.broker import free_port
 
     port = free_port()
     res = subprocess.run(

@@ -441,9 +441,21 @@ def test_opencv_source_errors_name_the_input(tmp_path):
     assert OpenCVSource("0").live and OpenCVSource("http://cam/mjpg").live
 
 
-def test_image_folder_source_reads_real_photos_in_order(shared):
-    media = shared / "media"
-    src = make_source(CameraConfig(source="images", path=str(media / "*.jp*g")))
+@pytest.fixture
+def photos(faces, tmp_path) -> Path:
+    """JPEG photos of real faces (sizes and names as a camera roll has them), and a PNG the glob leaves out."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for i, name in enumerate(["demo2.jpg", "pic1.jpeg", "pic2.jpg", "pic3.jpg"]):
+        face = faces[i % 2]
+        img = cv2.resize(face, (face.shape[1] + 40 * i, face.shape[0] + 24 * i))[..., ::-1]  # BGR for imwrite
+        assert cv2.imwrite(str(folder / name), np.ascontiguousarray(img))
+    assert cv2.imwrite(str(folder / "other.png"), faces[0])
+    return folder
+
+
+def test_image_folder_source_reads_real_photos_in_order(photos):
+    src = make_source(CameraConfig(source="images", path=str(photos / "*.jp*g")))
     assert isinstance(src, ImageFolderSource) and not src.live
     src.open()
     frames = []
@@ -453,16 +465,16 @@ def test_image_folder_source_reads_real_photos_in_order(shared):
     names = ["demo2.jpg", "pic1.jpeg", "pic2.jpg", "pic3.jpg"]
     assert len(frames) == len(names)
     for name, rgb in zip(names, frames, strict=True):
-        bgr = cv2.imread(str(media / name))
+        bgr = cv2.imread(str(photos / name))
         assert np.array_equal(rgb, bgr[..., ::-1])
 
 
-def test_image_folder_skips_unreadable_files_and_reads_non_ascii_names(shared, tmp_path):
+def test_image_folder_skips_unreadable_files_and_reads_non_ascii_names(photos, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
-    (folder / "frame1.jpg").symlink_to(shared / "media" / "pic1.jpeg")
+    (folder / "frame1.jpg").symlink_to(photos / "pic1.jpeg")
     (folder / "frame2_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    (folder / "frame10_café.jpg").symlink_to(shared / "media" / "pic3.jpg")
+    (folder / "frame10_café.jpg").symlink_to(photos / "pic3.jpg")
     (folder / "notes.txt").write_text("not an image")
     src = ImageFolderSource(str(folder))
     src.open()
@@ -470,7 +482,7 @@ def test_image_folder_skips_unreadable_files_and_reads_non_ascii_names(shared, t
     while (rgb := src.read()) is not None:
         frames.append(rgb)
     assert len(frames) == 2 and src.skipped == 1
-    assert np.array_equal(frames[1], cv2.imread(str(shared / "media" / "pic3.jpg"))[..., ::-1])
+    assert np.array_equal(frames[1], cv2.imread(str(photos / "pic3.jpg"))[..., ::-1])
     # through the grabber, looping: the skip count shows up in the stats
     g = LatestFrameGrabber(CameraConfig(source="images", path=str(folder), loop=True))
     g.start()

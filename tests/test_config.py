@@ -379,7 +379,7 @@ def test_check_warns_about_a_stock_device_id(tmp_path, tiny_classifier, detector
     import subprocess
     import sys
 
-    from tests.daemon_helpers import to_toml
+    from train.toml_writer import to_toml
 
     cfg = {"device_id": "raspberrypi", "state_dir": str(tmp_path / "state"),
            "camera": {"source": "images", "path": str(tmp_path)},

@@ -1,9 +1,10 @@
 """``maskwatch-device run`` and ``check`` as real processes, against a real Mosquitto broker.
 
-The camera is an image folder of generated frames: real unmasked faces from ../shared walking
-across a 640x480 background. The classifier is the random-weight tiny model, so tests that
-need a deterministic label set ``classifier.threshold = 0.0`` (every person is then
-``without_mask``); the others assert on event counts, types and tracks only.
+The camera is an image folder of generated frames: real unmasked faces (the public-domain
+portraits of ``maskwatch data synth``) walking across a 640x480 background. The classifier is
+the random-weight tiny model, so tests that need a deterministic label set
+``classifier.threshold = 0.0`` (every person is then ``without_mask``); the others assert on
+event counts, types and tracks only.
 """
 
 from __future__ import annotations
@@ -23,21 +24,17 @@ from device.contract import ModelCard, card_path, sha256_file
 from tests.daemon_helpers import (
     NotifyListener,
     Recorder,
-    Walk,
     daemon_config,
     daemon_env,
-    face_photos,
     finish,
-    render,
     retained,
     run_device,
     start_daemon,
-    two_people_walks,
     wait_until,
     write_config,
-    write_frames,
 )
-from tests.mosquitto import Broker, find_mosquitto
+from train.broker import Broker, find_mosquitto
+from train.data.walks import Walk, render, two_people_walks, write_frames
 
 pytestmark = pytest.mark.broker
 DEVICE = "test-pi"
@@ -45,16 +42,16 @@ PREFIX = f"maskwatch/{DEVICE}"
 
 
 @pytest.fixture(scope="module")
-def frames(shared, tmp_path_factory) -> Path:
+def frames(faces, tmp_path_factory) -> Path:
     """36 frames: A walks in alone, B joins, both leave (2 people)."""
-    return write_frames(tmp_path_factory.mktemp("walk"), render(face_photos(shared, 2), two_people_walks(), 36))
+    return write_frames(tmp_path_factory.mktemp("walk"), render(faces, two_people_walks(), 36))
 
 
 @pytest.fixture(scope="module")
-def gap_frames(shared, tmp_path_factory) -> Path:
+def gap_frames(faces, tmp_path_factory) -> Path:
     """42 frames: A crosses (0-11), nobody (12-29), B crosses (30-41)."""
     walks = [Walk(face=0, first=0, last=11, x0=40, x1=200), Walk(face=1, first=30, last=41, x0=420, x1=300)]
-    return write_frames(tmp_path_factory.mktemp("gap"), render(face_photos(shared, 2), walks, 42))
+    return write_frames(tmp_path_factory.mktemp("gap"), render(faces, walks, 42))
 
 
 @pytest.fixture(scope="module")

@@ -195,7 +195,8 @@ def test_evaluate_bad_input_is_named(tiny_data, tmp_path, capsys):
 def test_evaluate_on_a_split_the_dataset_lacks(imagenet_run, shared, tmp_path, capsys):
     from tests.test_train import make_dataset
 
-    data = make_dataset(shared, tmp_path / "data", {"with_mask": 3, "without_mask": 3}, splits=(1.0, 0, 0))
+    data = make_dataset(shared / "datasets" / "faces-classify", tmp_path / "data", {"with_mask": 3, "without_mask": 3},
+                        splits=(1.0, 0, 0))
     model = _copy_model(imagenet_run, tmp_path / "m")
     assert _evaluate([str(model), "--data", str(data), "--split", "test"]) == 2
     assert "no 'test' rows" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 killed with events queued; a camera that is missing, stalls or ends.
 
 Everything is end to end: ``maskwatch-device run`` as a subprocess, a real Mosquitto, real
-faces from ../shared crossing generated frames (see tests/daemon_helpers.py). People always
+public-domain faces crossing generated frames (see train/data/walks.py). People always
 walk left to right, so each one enters far from where the previous one left and the tracker
 counts them exactly; the classifier threshold is 0, so every person is ``without_mask`` and
 no label flips (``update`` events) muddy the counts.
@@ -27,26 +27,23 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device.comms.outbox import Outbox
 from tests.daemon_helpers import (
     NotifyListener,
     Recorder,
-    Walk,
-    background,
     daemon_config,
     daemon_env,
-    face_photos,
     finish,
-    render,
     start_daemon,
     wait_until,
     write_config,
-    write_frames,
 )
-from tests.mosquitto import Broker, find_mosquitto, free_port
 from tests.test_mqtt import AS_ROOT, _make_pki
+from train.broker import Broker, find_mosquitto, free_port
+from train.data.walks import Walk, background, render, write_frames
 
 pytestmark = pytest.mark.broker
 DEVICE = "fault-pi"
@@ -67,7 +64,7 @@ def need_mosquitto() -> None:
 
 
 def crossing_frames(
-    shared: Path, folder: Path, people: int, visible: int = 14, gap: int = 8, tail: int = 10
+    faces: list[np.ndarray], folder: Path, people: int, visible: int = 14, gap: int = 8, tail: int = 10
 ) -> Path:
     """``people`` persons, one after the other, each crossing left to right in ``visible`` frames."""
     step = visible + gap
@@ -75,7 +72,7 @@ def crossing_frames(
         Walk(face=i % 2, first=i * step, last=i * step + visible - 1, x0=10, x1=400, y=(120, 160)[i % 2])
         for i in range(people)
     ]
-    return write_frames(folder, render(face_photos(shared, 2), walks, people * step + tail))
+    return write_frames(folder, render(faces, walks, people * step + tail))
 
 
 def empty_frames(folder: Path, n: int = 20) -> Path:
@@ -255,11 +252,11 @@ def schema():
 
 @pytest.mark.slow
 def test_broker_sigkilled_mid_run_every_event_arrives_afterwards_in_order(
-    tmp_path, launch, shared, tiny_classifier, detector_model, schema
+    tmp_path, launch, faces, tiny_classifier, detector_model, schema
 ):
     need_mosquitto()
     people = 8  # ~9 s of camera at 20 fps; three of them come and go while the broker is dead
-    frames = crossing_frames(shared, tmp_path / "frames", people)
+    frames = crossing_frames(faces, tmp_path / "frames", people)
     broker = persistent_broker(tmp_path / "broker").start()
     log = tmp_path / "daemon.log"
     try:
@@ -312,11 +309,11 @@ def test_broker_sigkilled_mid_run_every_event_arrives_afterwards_in_order(
 
 @pytest.mark.slow
 def test_broker_unreachable_at_start_retries_with_backoff_then_delivers_the_queue(
-    tmp_path, launch, shared, tiny_classifier, detector_model
+    tmp_path, launch, faces, tiny_classifier, detector_model
 ):
     need_mosquitto()
     people = 4
-    frames = crossing_frames(shared, tmp_path / "frames", people)
+    frames = crossing_frames(faces, tmp_path / "frames", people)
     broker = persistent_broker(tmp_path / "broker").start()
     rec = Recorder(
         broker.host, broker.port, [f"{PREFIX}/events", f"{PREFIX}/state"], client_id="faults-unreachable"
@@ -378,7 +375,7 @@ def _secret_file(path: Path, secret: str) -> Path:
 
 @pytest.mark.slow
 def test_wrong_password_keeps_running_says_why_once_and_never_logs_the_password(
-    tmp_path, launch, shared, tiny_classifier, detector_model
+    tmp_path, launch, faces, tiny_classifier, detector_model
 ):
     need_mosquitto()
     tool = shutil.which("mosquitto_passwd")
@@ -390,7 +387,7 @@ def test_wrong_password_keeps_running_says_why_once_and_never_logs_the_password(
     broker = Broker(
         tmp_path / "broker", extra_conf=f"{AS_ROOT}allow_anonymous false\npassword_file {pwfile}\n"
     ).start()
-    frames = crossing_frames(shared, tmp_path / "frames", 2)
+    frames = crossing_frames(faces, tmp_path / "frames", 2)
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
     rec = Recorder(broker.host, broker.port, ["maskwatch/#"])
     rec.client.username_pw_set("door", good_pw)
@@ -443,7 +440,7 @@ def test_wrong_password_keeps_running_says_why_once_and_never_logs_the_password(
 
 @pytest.mark.slow
 def test_tls_right_ca_delivers_and_wrong_ca_keeps_running_with_the_reason(
-    tmp_path, launch, shared, tiny_classifier, detector_model
+    tmp_path, launch, faces, tiny_classifier, detector_model
 ):
     need_mosquitto()
     pki = tmp_path / "pki"
@@ -456,7 +453,7 @@ def test_tls_right_ca_delivers_and_wrong_ca_keeps_running_with_the_reason(
             f"listener {plain} 127.0.0.1\n"
         ),
     ).start()
-    frames = crossing_frames(shared, tmp_path / "frames", 2)
+    frames = crossing_frames(faces, tmp_path / "frames", 2)
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
     rec = Recorder(broker.host, plain, ["maskwatch/#"]).start()
     try:
@@ -514,14 +511,14 @@ def _outbox_events(state_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_daemon_sigkilled_with_queued_events_delivers_them_after_restart(
-    tmp_path, launch, shared, tiny_classifier, detector_model, schema
+    tmp_path, launch, faces, tiny_classifier, detector_model, schema
 ):
     need_mosquitto()
     people = 3
     port = free_port()  # nothing listens yet: every event of the first run stays queued
     first = make_config(
         tmp_path,
-        crossing_frames(shared, tmp_path / "frames", people),
+        crossing_frames(faces, tmp_path / "frames", people),
         tiny_classifier,
         detector_model,
         port,
@@ -578,10 +575,10 @@ def test_daemon_sigkilled_with_queued_events_delivers_them_after_restart(
 
 @pytest.mark.slow
 def test_missing_image_folder_is_reopened_with_backoff_then_runs_then_ends(
-    tmp_path, launch, broker, shared, tiny_classifier, detector_model
+    tmp_path, launch, broker, faces, tiny_classifier, detector_model
 ):
     folder = tmp_path / "camera"  # does not exist yet
-    staged = crossing_frames(shared, tmp_path / "staged", 2)
+    staged = crossing_frames(faces, tmp_path / "staged", 2)
     cfg = make_config(
         tmp_path,
         folder,
@@ -640,13 +637,13 @@ def test_missing_image_folder_is_reopened_with_backoff_then_runs_then_ends(
 
 @pytest.mark.slow
 def test_missing_video_file_is_waited_for_and_its_end_stops_the_run(
-    tmp_path, launch, broker, shared, tiny_classifier, detector_model
+    tmp_path, launch, broker, faces, tiny_classifier, detector_model
 ):
     import cv2
 
     video = tmp_path / "door.avi"
     staged = tmp_path / "staged.avi"
-    frames = render(face_photos(shared, 2), [Walk(face=0, first=0, last=13, x0=10, x1=400)], 24)
+    frames = render(faces, [Walk(face=0, first=0, last=13, x0=10, x1=400)], 24)
     writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (640, 480))
     assert writer.isOpened(), "OpenCV cannot write an MJPG AVI here"
     for f in frames:
@@ -692,7 +689,7 @@ def test_missing_video_file_is_waited_for_and_its_end_stops_the_run(
 
 @pytest.mark.slow
 def test_a_replay_that_ends_with_someone_in_view_still_ends_their_track(
-    tmp_path, launch, broker, shared, tiny_classifier, detector_model
+    tmp_path, launch, broker, faces, tiny_classifier, detector_model
 ):
     """A lossless replay runs on media time (frames 1/fps apart), far ahead of the wall clock
     when the machine is fast: 40 frames at 2 fps are 20 s of video read in well under 1 s.
@@ -704,7 +701,7 @@ def test_a_replay_that_ends_with_someone_in_view_still_ends_their_track(
         Walk(face=1, first=24, last=39, x0=10, x1=300, y=160),
     ]
     frames = write_frames(
-        tmp_path / "frames", render(face_photos(shared, 2), walks, 40)
+        tmp_path / "frames", render(faces, walks, 40)
     )  # B still there at the end
     cfg = make_config(
         tmp_path,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import cv2
 import numpy as np
@@ -28,8 +27,6 @@ from train.data.masks import (
 # ear tragions 62 px either side of the face centre (typical BlazeFace output, in pixels).
 FACE = np.array([[170, 200], [230, 200], [200, 238], [200, 266], [138, 212], [262, 212]], np.float32)
 BOX = (135.0, 165.0, 265.0, 300.0)
-
-REAL_FACES = ["0_0_aidai_0014.jpg", "0_0_aidai_0029.jpg", "0_0_anhu_0004.jpg", "0_0_anhu_0020.jpg"]
 
 
 def inside(poly: np.ndarray, pt) -> bool:
@@ -142,14 +139,15 @@ def test_random_style_is_seeded_and_varied():
 
 
 @pytest.mark.slow
-def test_add_masks_cli_on_real_photos(shared, detector_model, tmp_path, capsys):
+def test_add_masks_cli_on_real_photos(faces, detector_model, tmp_path, capsys):
     from device.manifest import read_manifest
     from train.data.importer import import_sources
 
     src = tmp_path / "src"
     src.mkdir()
-    for name in REAL_FACES:
-        shutil.copy(shared / "datasets/faces-classify/without_mask" / name, src / name)
+    # Four unmasked face photos: the two public-domain portraits, as they are and mirrored.
+    for i, face in enumerate([*faces, *(f[:, ::-1] for f in faces)]):
+        cv2.imwrite(str(src / f"face{i}.jpg"), np.ascontiguousarray(face[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
     # A photo with no face in it, and a file that is not an image at all.
     cv2.imwrite(str(src / "wall.jpg"), np.full((200, 200, 3), (180, 190, 200), np.uint8))
     (src / "broken.jpg").write_bytes(b"not a jpeg")

@@ -20,7 +20,7 @@ from device.config import SnapshotConfig, UncertainConfig
 from device.safe_write import UnsafePathError
 from device.state import DeviceState, LatencyWindow, PeopleCounter
 from device.tracking.tracker import TrackEvent
-from tests.daemon_helpers import background, face_photos, paste, read_rgb
+from train.data.walks import background, paste
 
 LABELS = ("with_mask", "without_mask")
 
@@ -88,9 +88,9 @@ def test_state_payload_counts_people_once_and_tracks_presence():
 
 
 @pytest.fixture(scope="module")
-def face_frame(shared):
+def face_frame(faces):
     frame = background(3)
-    face = face_photos(shared, 1)[0]
+    face = faces[0]
     box = paste(frame, face, 200, 120, 180)
     return frame, box
 
@@ -119,7 +119,9 @@ def test_uncertain_crops_are_saved_with_sidecars_bounded_and_rate_limited(tmp_pa
     assert side["label_guess"] == "without_mask" and side["alert_score"] == pytest.approx(0.55)
     assert side["scores"] == {"with_mask": pytest.approx(0.45), "without_mask": pytest.approx(0.55)}
     assert side["device_id"] == "pi-1" and side["time_unix"] == 1000.0
-    crop = read_rgb(jpgs[0])
+    import cv2
+
+    crop = cv2.cvtColor(cv2.imread(str(jpgs[0])), cv2.COLOR_BGR2RGB)
     x0, y0, x1, y1 = side["crop_box"]
     assert crop.shape[:2] == (y1 - y0, x1 - x0)  # the face grown by the margin, unresized
     assert abs(crop.astype(int) - frame[y0:y1, x0:x1]).mean() < 6  # JPEG of the same pixels

@@ -23,7 +23,7 @@ from device.comms.discovery import STATE_KEYS
 from device.comms.events import Event, model_info
 from device.comms.mqtt import MqttConfig, MqttPublisher
 from device.config import ConfigError
-from tests.mosquitto import Broker, find_mosquitto
+from train.broker import Broker, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = model_info("tiny", "cd" * 32, "int8", 0.5)
@@ -453,7 +453,7 @@ def test_quick_drops_count_only_connections_lost_right_after_connecting():
 
 
 def test_unreachable_broker_never_raises(tmp_path, publishers):
-    from tests.mosquitto import free_port
+    from train.broker import free_port
 
     pub = publishers(MqttConfig(host="127.0.0.1", port=free_port(), reconnect_min_s=0.1, reconnect_max_s=0.2),
                      "pi", tmp_path / "state")

@@ -22,8 +22,8 @@ from device.comms.events import Event, model_info
 from device.comms.mqtt import MqttConfig, MqttPublisher
 from device.comms.outbox import LOG_NAME, REJECTED_NAME, UNREADABLE_PREFIX
 from tests.daemon_helpers import ROOT, Recorder, finish, start_daemon
-from tests.mosquitto import free_port
 from tests.test_faults import DEVICE, PREFIX, assert_outbox_empty, empty_frames, make_config, states, unique
+from train.broker import free_port
 
 pytestmark = pytest.mark.broker
 MODEL = model_info("tiny", "ef" * 32, "int8", 0.5)

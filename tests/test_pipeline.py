@@ -1,8 +1,7 @@
-"""One frame through detect -> filter -> classify -> track, on real faces with the real models."""
+"""One frame through detect -> filter -> classify -> track, on real faces (the public-domain
+portraits of ``maskwatch data synth``, pasted into generated frames) with the real models."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from device.config import TrackerConfig
 from device.detectors.base import Face, make_detector
 from device.pipeline import Pipeline, filter_faces, keep_face
 from device.tracking.tracker import Tracker
-from tests.daemon_helpers import Walk, face_photos, render, two_people_walks
+from train.data.walks import Walk, background, paste, render, two_people_walks
 
 
 def test_keep_face_by_size_and_ignore_region_centre():
@@ -48,9 +47,9 @@ def tracker(threshold: float = 0.0) -> Tracker:
                    threshold)
 
 
-def test_two_people_walking_make_one_new_and_one_end_each(shared, parts):
+def test_two_people_walking_make_one_new_and_one_end_each(faces, parts):
     det, clf = parts
-    frames = render(face_photos(shared, 2), two_people_walks(), 36)
+    frames = render(faces, two_people_walks(), 36)
     p = Pipeline(det, clf, tracker(), min_face=24)
     events, results = run(p, frames)
     new = [e for e in events if e.type == "new"]
@@ -68,9 +67,8 @@ def test_two_people_walking_make_one_new_and_one_end_each(shared, parts):
     assert first.box[0] < second.box[0]
 
 
-def test_faces_in_an_ignore_region_or_too_small_raise_nothing(shared, parts):
+def test_faces_in_an_ignore_region_or_too_small_raise_nothing(faces, parts):
     det, clf = parts
-    faces = face_photos(shared, 2)
     walks = two_people_walks()
     frames = render(faces, walks, 36)
     # A poster at the right of the door: person B's centre stays inside it all the way.
@@ -79,16 +77,16 @@ def test_faces_in_an_ignore_region_or_too_small_raise_nothing(shared, parts):
     assert [e.type for e in events] == ["new", "end"]
     assert max(r.detected for r in results) == 2 and max(len(r.faces) for r in results) == 1
 
-    far = render(faces, [Walk(face=0, first=0, last=11, x0=200, x1=260, width=100)], 12)
-    p = Pipeline(det, clf, tracker(), min_face=130)  # the detector finds these ~110 px faces
+    far = render(faces, [Walk(face=0, first=0, last=11, x0=200, x1=260, width=130)], 12)
+    p = Pipeline(det, clf, tracker(), min_face=130)  # the detector finds these faces, ~95 px
     events, results = run(p, far)
     assert all(r.detected == 1 for r in results)
     assert events == [] and all(len(r.faces) == 0 for r in results)
 
 
-def test_empty_frames_end_people_by_timeout(shared, parts):
+def test_empty_frames_end_people_by_timeout(faces, parts):
     det, clf = parts
-    frames = render(face_photos(shared, 1), [Walk(face=0, first=0, last=5, x0=100, x1=160)], 20)
+    frames = render(faces[:1], [Walk(face=0, first=0, last=5, x0=100, x1=160)], 20)
     p = Pipeline(det, clf, tracker(), min_face=24)
     events = []
     for i, f in enumerate(frames):  # 0.2 s apart: gone for 1.2 s > timeout_s 1.0
@@ -98,13 +96,14 @@ def test_empty_frames_end_people_by_timeout(shared, parts):
     assert p.flush(2000.0) == []
 
 
-def test_pipeline_on_real_photos_counts_their_faces(shared, parts):
+def test_pipeline_counts_three_people_standing_in_one_frame(faces, parts):
     det, clf = parts
-    from tests.daemon_helpers import read_rgb
-
-    crowd = read_rgb(Path(shared) / "media" / "pic2.jpg")  # three people
+    group = background(5)
+    # The third person is the first one mirrored: three different faces to the detector.
+    for face, x in zip((faces[0], faces[1], faces[0][:, ::-1]), (20, 230, 440), strict=True):
+        paste(group, face, x, 150, 170)
     p = Pipeline(det, clf, tracker(), min_face=24)
-    events, results = run(p, [crowd] * 4)
+    events, results = run(p, [group] * 4)
     assert len(results[0].faces) == 3
     assert sum(e.type == "new" for e in events) == 3
 

@@ -1,7 +1,7 @@
 """Soak: 20,000 frames through the real daemon process and a real Mosquitto broker.
 
-The camera is a looping folder of small (320x240) generated frames in which real faces from
-../shared cross the picture left to right, two people per loop with empty frames between
+The camera is a looping folder of small (320x240) generated frames in which real faces (the
+public-domain portraits of ``maskwatch data synth``) cross the picture left to right, two people per loop with empty frames between
 them, so the number of people the daemon must report is known exactly. A person always
 enters on the left, far from where the previous one left on the right, so neither the
 tracker's matching nor its cooldown re-identification can merge two people; the cooldown
@@ -26,17 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.daemon_helpers import (
-    Recorder,
-    Walk,
-    background,
-    daemon_config,
-    face_photos,
-    render,
-    start_daemon,
-    write_config,
-    write_frames,
-)
+from tests.daemon_helpers import Recorder, daemon_config, start_daemon, write_config
+from train.data.walks import Walk, background, render, write_frames
 
 pytestmark = pytest.mark.broker
 DEVICE = "soak-pi"
@@ -58,10 +49,9 @@ def soak_walks() -> list[Walk]:
     ]
 
 
-def soak_frames(shared: Path, folder: Path) -> Path:
+def soak_frames(faces: list[np.ndarray], folder: Path) -> Path:
     import cv2
 
-    faces = face_photos(shared, 2)
     bg = cv2.resize(background(0), (W, H), interpolation=cv2.INTER_AREA)
     return write_frames(folder, render(faces, soak_walks(), LOOP, bg=bg))
 
@@ -116,9 +106,9 @@ class Sampler:
 
 @pytest.mark.slow
 def test_soak_20k_frames_no_leak_and_exact_people_count(
-    tmp_path, broker, shared, tiny_classifier, detector_model, capsys
+    tmp_path, broker, faces, tiny_classifier, detector_model, capsys
 ):
-    frames = soak_frames(shared, tmp_path / "frames")
+    frames = soak_frames(faces, tmp_path / "frames")
     cfg = daemon_config(
         tmp_path,
         frames=frames,

@@ -1,4 +1,8 @@
-"""``maskwatch train`` end to end on small real datasets, and every bad input it must refuse.
+"""``maskwatch train`` end to end on small datasets, and every bad input it must refuse.
+
+The plumbing runs and refusals use faces of ``maskwatch data synth`` (the ``face_tree``
+fixture), so they run on any clone; the run that must learn from ImageNet weights uses real
+faces and the offline weights in ../shared.
 
 The dataset helpers and the shared tiny runs live here; test_evaluate / test_predict import
 them. A tiny run is trained once per session (cached under pytest's base temp folder), so the
@@ -27,9 +31,10 @@ KERAS_CACHE_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_t
 # --------------------------------------------------------------------------------------------
 
 
-def make_dataset(shared: Path, root: Path, per_class: dict[str, int], splits=(0.6, 0.2, 0.2),
+def make_dataset(src: Path, root: Path, per_class: dict[str, int], splits=(0.6, 0.2, 0.2),
                  seed: int = 0, max_side: int = 128, labels=BINARY_LABELS) -> Path:
-    """A dataset folder in the import layout from real faces-classify images (+ manifest rows).
+    """A dataset folder in the import layout (+ manifest rows) from a folder-per-class tree of
+    faces ``src`` (``face_tree``, or ../shared's faces-classify).
 
     Images are downscaled to ``max_side`` to keep the tests fast; ``splits`` are the
     train/val/test fractions per class (all zero: no split assigned).
@@ -38,7 +43,6 @@ def make_dataset(shared: Path, root: Path, per_class: dict[str, int], splits=(0.
 
     from train.dataset import read_rgb
 
-    src = shared / "datasets" / "faces-classify"
     rng = random.Random(seed)
     rows: list[Row] = []
     for label, n in per_class.items():
@@ -111,18 +115,26 @@ def keras_home(shared):
 
 @pytest.fixture(scope="module")
 def tiny_data(shared, tmp_path_factory) -> Path:
-    """80 real faces (40 per class), split 24/8/8 per class."""
+    """80 real faces (40 per class), split 24/8/8 per class: what the ImageNet run learns from."""
+    src = shared / "datasets" / "faces-classify"
     return _cached_run(tmp_path_factory, "tiny-data",
-                       lambda root: make_dataset(shared, root / "data", {"with_mask": 40, "without_mask": 40})) / "data"
+                       lambda root: make_dataset(src, root / "data", {"with_mask": 40, "without_mask": 40})) / "data"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory) -> Path:
+def synth_data(face_tree, tmp_path_factory) -> Path:
+    """80 faces of ``maskwatch data synth`` (40 per class), split 24/8/8 per class: for plumbing."""
+    return _cached_run(tmp_path_factory, "synth-data",
+                       lambda root: make_dataset(face_tree, root / "data", {"with_mask": 40, "without_mask": 40})) / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synth_data, tmp_path_factory) -> Path:
     """Run folder of a tiny random-weights run (plumbing: every artefact, both phases)."""
     pytest.importorskip("tensorflow")
 
     def build(root: Path) -> None:
-        assert run_train(tiny_cli_args(tiny_data, root / "run")) == 0
+        assert run_train(tiny_cli_args(synth_data, root / "run")) == 0
 
     return _cached_run(tmp_path_factory, "tiny-run", build) / "run"
 
@@ -151,7 +163,7 @@ def imagenet_run(tiny_data, keras_home, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_every_artefact(tiny_run, tiny_data):
+def test_tiny_run_writes_every_artefact(tiny_run, synth_data):
     for name in ("model.keras", "model.json", "config.json", "history.csv", "curves.png"):
         assert (tiny_run / name).is_file(), name
     assert not (tiny_run / "checkpoint.weights.h5").exists()
@@ -159,7 +171,7 @@ def test_tiny_run_writes_every_artefact(tiny_run, tiny_data):
     card = ModelCard.load(card_path(tiny_run / "model.keras"))
     assert card.input_size == 64 and card.labels == list(BINARY_LABELS)
     assert card.backbone == "mobilenet_v2" and card.quantization == "none"
-    assert card.dataset_manifest_sha256 == manifest_sha256(tiny_data)
+    assert card.dataset_manifest_sha256 == manifest_sha256(synth_data)
     assert card.margin == pytest.approx(0.2)
     val = card.metrics["val"]
     assert val["n"] == 16 and 0.0 <= val["accuracy"] <= 1.0
@@ -178,14 +190,14 @@ def test_tiny_run_writes_every_artefact(tiny_run, tiny_data):
 
 
 @pytest.mark.slow
-def test_saved_model_takes_raw_pixels_and_has_no_augmentation(tiny_run, tiny_data):
+def test_saved_model_takes_raw_pixels_and_has_no_augmentation(tiny_run, synth_data):
     from train.dataset import load_split
     from train.model import load_model
 
     model = load_model(tiny_run / "model.keras")
     assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 2)
     assert "augment" not in [layer.name for layer in model.layers]
-    x, y = load_split(tiny_data, "val", 64, BINARY_LABELS)
+    x, y = load_split(synth_data, "val", 64, BINARY_LABELS)
     p1 = model.predict(x.astype(np.float32), verbose=0)
     p2 = model.predict(x.astype(np.float32), verbose=0)
     np.testing.assert_allclose(p1.sum(axis=1), 1.0, atol=1e-5)
@@ -201,11 +213,11 @@ def test_imagenet_run_loads_cached_weights_and_learns(imagenet_run, tiny_data):
     assert card.metrics["val"]["accuracy"] >= 0.8, card.metrics
 
 
-def test_existing_run_is_not_overwritten(tiny_data, tmp_path, capsys):
+def test_existing_run_is_not_overwritten(synth_data, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "model.keras").write_text("precious")
-    assert run_train(tiny_cli_args(tiny_data, out)) == 2
+    assert run_train(tiny_cli_args(synth_data, out)) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "model.keras").read_text() == "precious"
 
@@ -220,21 +232,21 @@ def _error(argv: list[str], capsys) -> str:
     return err
 
 
-def test_missing_split_is_refused(shared, tmp_path, capsys):
-    data = make_dataset(shared, tmp_path / "data", {"with_mask": 3, "without_mask": 3}, splits=(0, 0, 0))
+def test_missing_split_is_refused(face_tree, tmp_path, capsys):
+    data = make_dataset(face_tree, tmp_path / "data", {"with_mask": 3, "without_mask": 3}, splits=(0, 0, 0))
     err = _error(tiny_cli_args(data, tmp_path / "run"), capsys)
     assert "no 'train' rows" in err and "maskwatch data split" in err
     assert not (tmp_path / "run").exists()
 
 
-def test_val_split_missing_is_refused(shared, tmp_path, capsys):
-    data = make_dataset(shared, tmp_path / "data", {"with_mask": 4, "without_mask": 4}, splits=(1.0, 0, 0))
+def test_val_split_missing_is_refused(face_tree, tmp_path, capsys):
+    data = make_dataset(face_tree, tmp_path / "data", {"with_mask": 4, "without_mask": 4}, splits=(1.0, 0, 0))
     err = _error(tiny_cli_args(data, tmp_path / "run"), capsys)
     assert "no 'val' rows" in err
 
 
-def test_one_class_only_is_refused(shared, tmp_path, capsys):
-    data = make_dataset(shared, tmp_path / "data", {"with_mask": 5})
+def test_one_class_only_is_refused(face_tree, tmp_path, capsys):
+    data = make_dataset(face_tree, tmp_path / "data", {"with_mask": 5})
     err = _error(tiny_cli_args(data, tmp_path / "run"), capsys)
     assert "only with_mask" in err and "missing: without_mask" in err
 
@@ -247,8 +259,8 @@ def test_empty_folder_is_refused(tmp_path, capsys):
     assert "not found" in err and "nope" in err
 
 
-def test_unreadable_image_is_named(shared, tmp_path, capsys):
-    data = make_dataset(shared, tmp_path / "data", {"with_mask": 3, "without_mask": 3})
+def test_unreadable_image_is_named(face_tree, tmp_path, capsys):
+    data = make_dataset(face_tree, tmp_path / "data", {"with_mask": 3, "without_mask": 3})
     bad = read_manifest(data)[1]
     (data / bad.path).write_bytes(b"this is not an image")
     err = _error(tiny_cli_args(data, tmp_path / "run"), capsys)
@@ -257,22 +269,22 @@ def test_unreadable_image_is_named(shared, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("size", ["24", "8"])
-def test_input_size_the_backbone_cannot_take(tiny_data, tmp_path, capsys, size):
-    err = _error(tiny_cli_args(tiny_data, tmp_path / "run", **{"--input-size": size}), capsys)
+def test_input_size_the_backbone_cannot_take(synth_data, tmp_path, capsys, size):
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--input-size": size}), capsys)
     assert f"--input-size {size}" in err and "32" in err
 
 
-def test_bad_options_are_refused(tiny_data, tmp_path, capsys):
-    err = _error(tiny_cli_args(tiny_data, tmp_path / "run", **{"--weights": str(tmp_path / "none.h5")}), capsys)
+def test_bad_options_are_refused(synth_data, tmp_path, capsys):
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--weights": str(tmp_path / "none.h5")}), capsys)
     assert "none.h5" in err and "not found" in err
-    err = _error(tiny_cli_args(tiny_data, tmp_path / "run", **{"--alpha": "0.6", "--weights": "imagenet"}), capsys)
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--alpha": "0.6", "--weights": "imagenet"}), capsys)
     assert "alpha" in err and "--weights none" in err
-    err = _error(tiny_cli_args(tiny_data, tmp_path / "run", **{"--epochs-head": "0", "--epochs-finetune": "0"}),
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--epochs-head": "0", "--epochs-finetune": "0"}),
                  capsys)
     assert "nothing to train" in err
 
 
-def test_imagenet_offline_without_cache_names_the_way_out(tiny_data, tmp_path, capsys, monkeypatch):
+def test_imagenet_offline_without_cache_names_the_way_out(synth_data, tmp_path, capsys, monkeypatch):
     """No cached file and no network (a dead proxy makes this hold on any machine)."""
     pytest.importorskip("tensorflow")
     home = tmp_path / "keras-home"
@@ -281,7 +293,7 @@ def test_imagenet_offline_without_cache_names_the_way_out(tiny_data, tmp_path, c
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    err = _error(tiny_cli_args(tiny_data, tmp_path / "run", **{"--weights": "imagenet", "--alpha": "0.5"}), capsys)
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--weights": "imagenet", "--alpha": "0.5"}), capsys)
     expected = home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
     assert "--weights none" in err and str(expected) in err and "$KERAS_HOME/models/" in err
     assert not (tmp_path / "run").exists()  # stopped before anything was written
@@ -295,12 +307,12 @@ def test_class_weights_balance_the_loss():
     assert 3 * w[0] == pytest.approx(1 * w[1])
 
 
-def test_load_split_contract(shared, tmp_path):
+def test_load_split_contract(face_tree, tmp_path):
     """What the converter relies on: contract-resized uint8 images, label indices in the given order."""
     from device.contract import THREE_CLASS_LABELS, resize_face
     from train.dataset import load_split, read_rgb
 
-    data = make_dataset(shared, tmp_path / "data", {"with_mask": 5, "without_mask": 5}, splits=(0.6, 0.4, 0))
+    data = make_dataset(face_tree, tmp_path / "data", {"with_mask": 5, "without_mask": 5}, splits=(0.6, 0.4, 0))
     rows = read_manifest(data)
     rows[0].label = "incorrect_mask"  # a third-class row: left out of a binary load
     write_manifest(data, rows)

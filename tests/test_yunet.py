@@ -75,8 +75,9 @@ def test_yunet_follows_frame_size_changes(yunet, shared):
     np.testing.assert_allclose([f.box for f in again], [f.box for f in first], atol=1e-3)
 
 
-def test_yunet_pasted_face_in_non_square_frames(yunet, shared):
-    check_pasted_face_found(yunet, shared)
+def test_yunet_pasted_face_in_non_square_frames(yunet, faces):
+    for face in faces:
+        check_pasted_face_found(yunet, face)
 
 
 def test_yunet_default_threshold_keeps_masked_faces(yunet, yunet_path, shared):

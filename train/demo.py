@@ -18,12 +18,13 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from train.broker import Broker, find_mosquitto, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,12 +44,6 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def imagenet_weights_available() -> bool:
     """True when Keras will find MobileNetV2's ImageNet file without a download."""
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
@@ -65,38 +60,32 @@ class DemoBroker:
         self.port = free_port()
         self.workdir = workdir
         self.kind = ""
-        self._proc: subprocess.Popen | None = None
+        self._mosquitto: Broker | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
 
     def start(self) -> DemoBroker:
-        mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-        if mosquitto:
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-            with open(self.workdir / "mosquitto.log", "ab") as log:
-                self._proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        if find_mosquitto():
             self.kind = "mosquitto"
-        else:
-            self._thread = threading.Thread(target=self._run_amqtt, daemon=True)
-            self._thread.start()
-            self.kind = "amqtt (embedded)"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.3):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"demo: the {self.kind} broker did not start on port {self.port}")
+                self._mosquitto = Broker(self.workdir, port=self.port).start(timeout=15)
+            except RuntimeError as exc:
+                raise SystemExit(f"demo: {exc}") from None
+            return self
+        self._thread = threading.Thread(target=self._run_amqtt, daemon=True)
+        self._thread.start()
+        self.kind = "amqtt (embedded)"
+        if not wait_for_port("127.0.0.1", self.port, 15):
+            raise SystemExit(f"demo: the {self.kind} broker did not start on port {self.port}")
+        return self
 
     def _run_amqtt(self) -> None:
-        from amqtt.broker import Broker
+        from amqtt.broker import Broker as AmqttBroker
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            broker = Broker({
+            broker = AmqttBroker({
                 "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                 "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
             })
@@ -108,9 +97,8 @@ class DemoBroker:
         self._loop.run_until_complete(main())
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(10)
+        if self._mosquitto is not None:
+            self._mosquitto.stop()
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(10)

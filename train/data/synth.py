@@ -74,20 +74,44 @@ def grace_hopper_path() -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
+def colour_photos() -> list[tuple[str, np.ndarray, str]]:
+    """(name, RGB, licence) of the public-domain colour portraits: the astronaut, Grace Hopper when
+    matplotlib ships her photo."""
+    import skimage.data
+
+    photos = [("astronaut", skimage.data.astronaut(), "public domain (NASA), via scikit-image")]
+    grace = grace_hopper_path()
+    if grace.exists():
+        photos.append(("grace_hopper", read_rgb(grace), "public domain (US Navy), via matplotlib sample_data"))
+    else:
+        log.warning("%s not found; the sample data will use the other photos only", grace)
+    return photos
+
+
+#: Face crops (x0, y0, x1, y1) of the colour portraits: BlazeFace's box grown by a fifth on each
+#: side, like the crops of a folder-per-class dataset. BlazeFace (short range) finds them pasted
+#: 120 px wide or more into a 640x480 frame (tests/test_walks.py checks it).
+PORTRAIT_CROPS = {"astronaut": (160, 62, 291, 193), "grace_hopper": (125, 100, 410, 385)}
+
+
+def portraits() -> dict[str, np.ndarray]:
+    """Real faces without a dataset: the colour portraits cropped to the face, for the frames
+    of the daemon tests and ``make bench-device`` (:mod:`train.data.walks`)."""
+    photos = {name: rgb for name, rgb, _ in colour_photos()}
+    missing = sorted(set(PORTRAIT_CROPS) - set(photos))
+    if missing:
+        raise FileNotFoundError(f"the portrait photos {missing} are missing (scikit-image / matplotlib sample data)")
+    return {name: np.ascontiguousarray(photos[name][y0:y1, x0:x1]) for name, (x0, y0, x1, y1) in PORTRAIT_CROPS.items()}
+
+
 def load_sources(detector) -> list[SourceFace]:
     """The face photos, each with its detection (found once, reused for every sample)."""
     import cv2
     import skimage.data
 
     photos: list[tuple[str, np.ndarray, bool, bool, str]] = [
-        ("astronaut", skimage.data.astronaut(), False, False, "public domain (NASA), via scikit-image"),
+        (name, rgb, False, False, licence) for name, rgb, licence in colour_photos()
     ]
-    grace = grace_hopper_path()
-    if grace.exists():
-        photos.append(("grace_hopper", read_rgb(grace), False, False,
-                       "public domain (US Navy), via matplotlib sample_data"))
-    else:
-        log.warning("%s not found; the sample data will use the other photos only", grace)
     lfw = skimage.data.lfw_subset()[:100]  # the first 100 are faces, the rest are not
     for i, face in enumerate(lfw):
         g = np.clip(np.round(face * 255.0), 0, 255).astype(np.uint8)
