@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.targets import parse_overrides
 from device.detectors.base import DEFAULT_KIND
 from device.metrics import latency_summary
 from train.broker import Broker, find_mosquitto, free_port
@@ -341,13 +342,12 @@ def exit_status(verdicts_: dict[str, dict]) -> int:
 
 def parse_target(text: str) -> tuple[str, float]:
     """``NAME=VALUE`` of ``--target``: NAME one of :data:`TARGETS`, VALUE a number."""
-    name, sep, value = text.partition("=")
-    if not sep or name not in TARGETS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE with NAME one of {', '.join(TARGETS)}")
     try:
-        return name, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+        limits = parse_overrides([text], TARGETS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    name = text.partition("=")[0].strip()
+    return name, limits[name]
 
 
 def table(result: dict) -> str:

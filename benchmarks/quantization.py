@@ -16,8 +16,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+
+from benchmarks.targets import Target, check
 
 log = logging.getLogger("benchmarks.quantization")
 
@@ -32,24 +34,6 @@ MIN_AGREEMENT = 0.99
 MIN_ALERT_F1 = 0.98
 
 
-@dataclass
-class Target:
-    name: str
-    value: float | None
-    op: str  # "<=" or ">="
-    limit: float
-    passed: bool
-
-    def line(self) -> str:
-        shown = "not measured" if self.value is None else f"{self.value + 0.0:.4g}"
-        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {shown} (target {self.op} {self.limit:g})"
-
-
-def _check(name: str, value: float | None, limit: float, at_most: bool) -> Target:
-    ok = value is not None and (value <= limit if at_most else value >= limit)
-    return Target(name, value, "<=" if at_most else ">=", limit, ok)
-
-
 def evaluate_targets(doc: dict, quantization: str = "int8") -> list[Target]:
     """The int8 targets from a bench.json document (float32 is its reference)."""
     models = {m["quantization"]: m for m in doc["models"]}
@@ -61,12 +45,12 @@ def evaluate_targets(doc: dict, quantization: str = "int8") -> list[Target]:
     # "Within 0.5 points" both ways: an int8 model that scores much higher is just as different.
     gap = abs(acc["accuracy_delta_points"]) if "accuracy_delta_points" in acc else None
     return [
-        _check("int8 file size / float32", q.get("size_ratio"), MAX_SIZE_RATIO, True),
-        _check("int8 p50 latency / float32 at 1 thread", lat1.get("p50_ratio") if lat1 else None,
+        check("int8 file size / float32", q.get("size_ratio"), MAX_SIZE_RATIO, True),
+        check("int8 p50 latency / float32 at 1 thread", lat1.get("p50_ratio") if lat1 else None,
                MAX_P50_RATIO_1T, True),
-        _check("|int8 - float32 accuracy| (points)", gap, MAX_ACCURACY_GAP_POINTS, True),
-        _check("int8 label agreement with float32", acc.get("agreement_with_reference"), MIN_AGREEMENT, False),
-        _check("int8 without_mask F1", acc.get("alert_f1"), MIN_ALERT_F1, False),
+        check("|int8 - float32 accuracy| (points)", gap, MAX_ACCURACY_GAP_POINTS, True),
+        check("int8 label agreement with float32", acc.get("agreement_with_reference"), MIN_AGREEMENT, False),
+        check("int8 without_mask F1", acc.get("alert_f1"), MIN_ALERT_F1, False),
     ]
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.quantization import Target, _check
+from benchmarks.targets import Target, check, parse_overrides
 
 log = logging.getLogger("benchmarks.scenes")
 
@@ -60,21 +60,12 @@ def figures(d: dict) -> dict[str, float | None]:
 
 def parse_targets(pairs: Sequence[str]) -> dict[str, float]:
     """``NAME=VALUE`` overrides on top of :data:`TARGETS`."""
-    out = dict(TARGETS)
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name.strip() not in TARGETS:
-            raise ValueError(f"--target {pair!r}: expected NAME=VALUE with NAME one of {', '.join(TARGETS)}")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"--target {pair!r}: {value!r} is not a number") from None
-    return out
+    return parse_overrides(pairs, TARGETS)
 
 
 def check_targets(detector: dict, limits: dict[str, float]) -> list[Target]:
     values = figures(detector)
-    return [_check(name, values[name], limit, at_most=False) for name, limit in limits.items()]
+    return [check(name, values[name], limit, at_most=False) for name, limit in limits.items()]
 
 
 def default_detector(doc: dict) -> dict:

@@ -1,0 +1,50 @@
+"""Targets of the benchmarks: a measured figure against its limit, and ``--target NAME=VALUE``.
+
+Every ``make bench-*`` prints one line per target and exits 1 when one is missed, so a target
+can be checked by passing an impossible value (``--target accuracy=1.01``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Exit status of a benchmark that missed a target (2 is "cannot run").
+EXIT_MISSED = 1
+
+
+@dataclass
+class Target:
+    name: str
+    value: float | None
+    op: str  # "<=" or ">="
+    limit: float
+    passed: bool
+
+    def line(self) -> str:
+        shown = "not measured" if self.value is None else f"{self.value + 0.0:.4g}"
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {shown} (target {self.op} {self.limit:g})"
+
+
+def check(name: str, value: float | None, limit: float, at_most: bool) -> Target:
+    """``value`` against ``limit`` (inclusive); a figure that was not measured misses."""
+    ok = value is not None and (value <= limit if at_most else value >= limit)
+    return Target(name, value, "<=" if at_most else ">=", limit, ok)
+
+
+def parse_overrides(pairs: Sequence[str], defaults: Mapping[str, float]) -> dict[str, float]:
+    """``defaults`` with ``NAME=VALUE`` pairs applied; ValueError naming the pair otherwise."""
+    out = dict(defaults)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name.strip() not in defaults:
+            raise ValueError(f"--target {pair!r}: expected NAME=VALUE with NAME one of {', '.join(defaults)}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--target {pair!r}: {value!r} is not a number") from None
+    return out
+
+
+def exit_status(targets: Sequence[Target]) -> int:
+    return 0 if all(t.passed for t in targets) else EXIT_MISSED

@@ -1,0 +1,48 @@
+"""Every `make bench-*` prints its targets and exits 1 on a miss: the shared rules, and bench-train's
+exit status with an impossible target (the other three benchmarks test theirs end to end)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import train as bench_train
+from benchmarks.targets import EXIT_MISSED, check, exit_status, parse_overrides
+
+
+def test_check_is_inclusive_and_a_missing_figure_misses():
+    assert check("f1", 0.98, 0.98, at_most=False).passed
+    assert not check("f1", 0.979, 0.98, at_most=False).passed
+    assert check("ms", 8.0, 8.0, at_most=True).passed and not check("ms", 8.01, 8.0, at_most=True).passed
+    missing = check("f1", None, 0.5, at_most=False)
+    assert not missing.passed and "not measured" in missing.line()
+    assert exit_status([check("a", 1, 0, False), check("b", 0, 1, False)]) == EXIT_MISSED == 1
+    assert exit_status([check("a", 1, 0, False)]) == 0
+
+
+def test_overrides_name_the_bad_pair():
+    assert parse_overrides(["accuracy=1.01"], {"accuracy": 0.985, "f1": 0.98}) == {"accuracy": 1.01, "f1": 0.98}
+    with pytest.raises(ValueError, match="'speed=1'.*NAME one of accuracy, f1"):
+        parse_overrides(["speed=1"], {"accuracy": 0.985, "f1": 0.98})
+    with pytest.raises(ValueError, match="'fast' is not a number"):
+        parse_overrides(["accuracy=fast"], {"accuracy": 0.985})
+
+
+def test_bench_train_exits_1_on_an_impossible_target(tmp_path, monkeypatch, capsys):
+    """The command's wiring: --target reaches the verdict and the exit status (training is stubbed:
+    its figures are fixed, the targets and the summary are the real code)."""
+    metrics = {"accuracy": 0.9914, "without_mask_f1": 0.9877}
+
+    def fake_bench_target(size, data_root, runs, out, retrain, extra, suffix="", limits=None):
+        targets = bench_train.check_run(metrics, 6.8, limits)
+        return {"name": f"all-{size}{suffix}", "kind": "target", "input_size": size, "targets": targets,
+                "test": {**metrics, "n": 1052, "threshold": 0.29}, "train": {"seconds": {"total": 408}},
+                "all_passed": all(t["passed"] for t in targets.values())}
+
+    monkeypatch.setattr(bench_train, "bench_target", fake_bench_target)
+    monkeypatch.setattr(bench_train, "markdown", lambda docs: "table")
+    args = ["--skip-generalization", "--out", str(tmp_path)]
+    assert bench_train.main(args) == 0
+    assert bench_train.main([*args, "--target", "accuracy=1.01"]) == 1
+    assert bench_train.main([*args, "--target", "train_minutes=1"]) == 1
+    assert bench_train.main([*args, "--target", "speed=1"]) == 2
+    assert "NAME one of accuracy, without_mask_f1, train_minutes" in capsys.readouterr().err
