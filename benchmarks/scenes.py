@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -141,13 +140,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
-    try:
-        return run(parse_args(argv))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"make bench-scenes: error: {exc}", file=sys.stderr)
-        return 2
+    from benchmarks.targets import run_benchmark
+
+    return run_benchmark("bench-scenes", parse_args, run, argv)
 
 
 if __name__ == "__main__":

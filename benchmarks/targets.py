@@ -6,8 +6,11 @@ can be checked by passing an impossible value (``--target accuracy=1.01``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: Exit status of a benchmark that missed a target (2 is "cannot run").
 EXIT_MISSED = 1
@@ -48,3 +51,15 @@ def parse_overrides(pairs: Sequence[str], defaults: Mapping[str, float]) -> dict
 
 def exit_status(targets: Sequence[Target]) -> int:
     return 0 if all(t.passed for t in targets) else EXIT_MISSED
+
+
+def run_benchmark(name: str, parse_args: Callable[[Any], Any], run: Callable[[Any], int], argv: Any) -> int:
+    """A benchmark's ``main``: log to stdout, run, and exit 2 with one line when it cannot run
+    (missing data or model, bad option): a benchmark that did not run must not look passed."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    try:
+        return run(parse_args(argv))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"make {name}: error: {exc}", file=sys.stderr)
+        return 2

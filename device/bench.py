@@ -29,6 +29,7 @@ from device.decision import decide
 from device.images import looks_like_image, read_rgb
 from device.manifest import LABELLED, MANIFEST, read_manifest
 from device.metrics import agreement, classification_metrics, latency_summary
+from device.safe_write import write_file
 
 log = logging.getLogger(__name__)
 
@@ -511,9 +512,7 @@ def write_outputs(result: dict, out: Path) -> dict:
     result["png"] = None if note else str(png)
     result["png_note"] = note
     (out / "bench.md").write_text(markdown_table(result) + "\n", encoding="utf-8")
-    tmp = out / "bench.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "bench.json")
+    write_file(out / "bench.json", (json.dumps(result, indent=2) + "\n").encode("utf-8"), mode=0o644)
     return result
 
 

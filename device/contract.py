@@ -156,8 +156,21 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 PREPROCESSING = "rgb_uint8_0_255"
 
 
+class JsonCard:
+    """What every card (a JSON file beside its model) does with itself: its JSON, and saving it."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def save(self, path: Path) -> Path:
+        from device.safe_write import write_file
+
+        write_file(Path(path), (self.to_json() + "\n").encode("utf-8"), mode=0o644)
+        return Path(path)
+
+
 @dataclass
-class ModelCard:
+class ModelCard(JsonCard):
     """Small JSON document that sits beside every model file (``<model stem>.json``).
 
     The device reads input size, margin, labels and threshold from here instead of from its
@@ -195,15 +208,6 @@ class ModelCard:
         if not 0.0 <= float(self.margin) <= 1.0:
             raise ValueError(f"{where}: margin must be within 0..1, got {self.margin!r}")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def save(self, path: Path) -> Path:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model card") -> ModelCard:

@@ -17,6 +17,7 @@ import math
 import numbers
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -67,11 +68,15 @@ def _finite(value: numbers.Real) -> bool:
         return False
 
 
+def _missing_and_extra(data: dict, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Keys of ``keys`` absent from ``data``, and keys of ``data`` not in ``keys`` (sorted)."""
+    return [k for k in keys if k not in data], sorted(set(data) - set(keys))
+
+
 def _check_model(model: Any) -> dict[str, Any]:
     if not isinstance(model, dict):
         raise ValueError(f"event field 'model' must be an object with {MODEL_KEYS}, got {model!r}")
-    missing = [k for k in MODEL_KEYS if k not in model]
-    extra = sorted(set(model) - set(MODEL_KEYS))
+    missing, extra = _missing_and_extra(model, MODEL_KEYS)
     if missing or extra:
         raise ValueError(f"event field 'model' must have exactly {MODEL_KEYS} (missing {missing}, extra {extra})")
     if not isinstance(model["name"], str) or not model["name"]:
@@ -168,8 +173,7 @@ class Event:
         """
         if not isinstance(data, dict):
             raise ValueError(f"an event must be a JSON object, got {type(data).__name__}")
-        missing = [k for k in FIELD_ORDER if k not in data]
-        extra = sorted(set(data) - set(FIELD_ORDER))
+        missing, extra = _missing_and_extra(data, FIELD_ORDER)
         if missing or extra:
             raise ValueError(f"event fields: missing {missing}, unknown {extra}")
         box = data["box"]

@@ -52,6 +52,15 @@ def yunet_rows_to_faces(rows: np.ndarray | None, width: int, height: int, min_fa
     return faces
 
 
+def model_and_threshold(model_path: Path, score_threshold: float | None) -> tuple[Path, float]:
+    """The settings both YuNet backends check the same way: the model file exists, and the score
+    threshold (None: :data:`DEFAULT_SCORE_THRESHOLD`)."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"YuNet model not found: {path}")
+    return path, DEFAULT_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
+
+
 class YuNetDetector:
     """cv2.FaceDetectorYN created once; its input size follows the frame size."""
 
@@ -64,10 +73,7 @@ class YuNetDetector:
         top_k: int = DEFAULT_TOP_K,
         num_threads: int | None = None,
     ) -> None:
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"YuNet model not found: {self.model_path}")
-        self.score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
+        self.model_path, self.score_threshold = model_and_threshold(model_path, score_threshold)
         self.min_face = int(min_face)
         if num_threads is not None:
             # OpenCV has one process-wide thread pool; this is the only knob it offers.

@@ -21,17 +21,16 @@ which TFLite output is which YuNet output; :class:`YuNetCard` reads and checks i
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from device.contract import card_path, cv_view, dequantize, quantize
+from device.contract import JsonCard, card_path, cv_view, dequantize, quantize
 from device.detectors.base import Face, check_frame
-from device.detectors.yunet import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, yunet_rows_to_faces
+from device.detectors.yunet import DEFAULT_TOP_K, model_and_threshold, yunet_rows_to_faces
 from device.runtime import input_info, load_interpreter, output_info
 
 #: Feature-map strides of YuNet's three heads; the input must be a multiple of the largest
@@ -93,7 +92,7 @@ def default_model_path(models_dir: Path | None = None) -> Path:
 
 
 @dataclass(frozen=True)
-class YuNetCard:
+class YuNetCard(JsonCard):
     """What the device must know about a converted YuNet model, written by the converter."""
 
     input_width: int
@@ -137,15 +136,6 @@ class YuNetCard:
             got = sorted(self.outputs) if isinstance(self.outputs, dict) else self.outputs
             raise ValueError(f"{where}: outputs must map each of {list(OUTPUT_NAMES)} to a tensor name, got {got!r}")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def save(self, path: Path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
 
     @classmethod
     def load(cls, path: Path) -> YuNetCard:
@@ -303,9 +293,7 @@ class YuNetLiteRTDetector:
         top_k: int = DEFAULT_TOP_K,
         num_threads: int | None = None,
     ) -> None:
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"YuNet model not found: {self.model_path}")
+        self.model_path, self.score_threshold = model_and_threshold(model_path, score_threshold)
         if not card_path(self.model_path).is_file():
             # Most likely a config from before YuNet was the default, naming a BlazeFace model.
             raise FileNotFoundError(
@@ -313,7 +301,6 @@ class YuNetLiteRTDetector:
                 f"made by `maskwatch convert-detector`; for a BlazeFace model set the detector kind to "
                 f"'short' or 'full'")
         self.card = YuNetCard.load(card_path(self.model_path))
-        self.score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)
         self.min_face = int(min_face)

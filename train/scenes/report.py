@@ -97,7 +97,7 @@ def write_outputs(result: dict, out: Path) -> dict:
     result["png"] = pngs
     result["png_note"] = note
     (out / "report.md").write_text(markdown(result) + "\n", encoding="utf-8")
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "report.json")
+    from device.safe_write import write_file
+
+    write_file(out / "report.json", (json.dumps(result, indent=2) + "\n").encode("utf-8"), mode=0o644)
     return result
