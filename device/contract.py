@@ -157,7 +157,21 @@ PREPROCESSING = "rgb_uint8_0_255"
 
 
 class JsonCard:
-    """What every card (a JSON file beside its model) does with itself: its JSON, and saving it."""
+    """What every card (a JSON file beside its model) does with itself: its JSON, saving and reading it."""
+
+    @staticmethod
+    def read_object(path: Path, what: str, missing_hint: str = "") -> dict[str, Any]:
+        """The JSON object in ``path``; FileNotFoundError or ValueError naming the file otherwise."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what} not found: {path}{missing_hint}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a {what} must be a JSON object")
+        return data
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -221,16 +235,7 @@ class ModelCard(JsonCard):
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"model card not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a model card must be a JSON object")
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(cls.read_object(path, "model card"), where=str(path))
 
 
 def card_path(model_path: Path) -> Path:

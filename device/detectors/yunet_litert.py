@@ -20,7 +20,6 @@ which TFLite output is which YuNet output; :class:`YuNetCard` reads and checks i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,16 +138,8 @@ class YuNetCard(JsonCard):
 
     @classmethod
     def load(cls, path: Path) -> YuNetCard:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"detector card not found: {path} (it is written beside the model by "
-                                    f"`maskwatch convert-detector`)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a detector card must be a JSON object")
+        data = cls.read_object(path, "detector card",
+                               " (it is written beside the model by `maskwatch convert-detector`)")
         known = set(cls.__dataclass_fields__)
         missing = sorted(k for k in ("input_width", "input_height", "outputs") if k not in data)
         if missing:
