@@ -204,7 +204,7 @@ def test_readme_subscribe_commands_print_the_readme_event(broker):
 
 
 def test_readme_detector_figures_are_what_detect_prints(shared, detector_model):
-    """"Measured results" says the short-range detector finds 2, 3, 1 and 1 faces in the shared photos."""
+    """"Measured results" says how many faces the default detector finds in each shared photo."""
     text = section("## Measured results")
     command = re.search(r"\(`(maskwatch-device detect \.\./shared/media/\*)`\)", text).group(1)
     claimed = {k: int(v) for k, v in re.findall(r"(pic1|pic2|pic3|demo2): (\d+)", text)}
