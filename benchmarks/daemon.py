@@ -221,7 +221,7 @@ def best_round(rounds: list[dict]) -> dict:
 
 
 def bench_detectors(frame: np.ndarray, threads: int, runs: int) -> dict:
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     kinds = tuple(dict.fromkeys((DEFAULT_KIND, "short", "full")))
     dets = {k: make_detector(k, num_threads=threads) for k in kinds}

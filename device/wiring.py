@@ -82,7 +82,7 @@ def load_components(cfg: Any) -> Components:
     from device.classifier import MaskClassifier
     from device.comms.events import model_info
     from device.contract import THREE_CLASS_LABELS, card_path
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     clf = MaskClassifier(Path(cfg.classifier.model_path), num_threads=cfg.classifier.num_threads)
     unknown = [lab for lab in clf.card.labels if lab not in THREE_CLASS_LABELS]

@@ -156,7 +156,7 @@ def face_tree(tmp_path_factory, detector_model) -> Path:
     ``maskwatch data synth`` makes from the public-domain photos: a dataset on any workstation."""
     if importlib.util.find_spec("skimage") is None:
         pytest.skip("scikit-image is absent: the sample faces are made on the workstation")
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
     from train.data.synth import load_backgrounds, load_sources, write_tree
 
     tree = tmp_path_factory.mktemp("face_tree")

@@ -84,7 +84,7 @@ def test_run_publishes_events_state_discovery_snapshots_and_notifies_systemd(
 ):
     import cv2
 
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     cfg = config(tmp_path, frames, tiny_classifier, detector_model, broker.port,
                  classifier={"model_path": str(tiny_classifier), "num_threads": 1, "threshold": 0.0},

@@ -338,7 +338,7 @@ def test_a_planted_link_in_the_crop_folder_is_not_followed(tmp_path, plain_frame
 def test_snapshot_blur_hides_faces_from_a_detector(detector_model, face_frame):
     import cv2
 
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     frame, box = face_frame
     det = make_detector("short", detector_model)

@@ -8,7 +8,7 @@ import pytest
 
 from device.classifier import MaskClassifier
 from device.config import TrackerConfig
-from device.detectors.base import Face, make_detector
+from device.detectors import Face, make_detector
 from device.pipeline import Pipeline, filter_faces, keep_face
 from device.tracking.tracker import Tracker
 from train.data.walks import Walk, background, paste, render, two_people_walks

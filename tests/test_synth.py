@@ -28,7 +28,7 @@ def built(detector_model, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def sources(detector_model):
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
     from train.data.synth import load_sources
 
     return load_sources(make_detector("short"))
@@ -96,7 +96,7 @@ def _iou(a, b) -> float:
 
 @pytest.mark.slow
 def test_video_frames_ground_truth_and_detector_rate(built):
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
     from train.data.synth import video_paths
 
     _, video = built

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tomllib
 
-from device.detectors.base import make_detector
+from device.detectors import make_detector
 from train.data.walks import FRAME_H, FRAME_W, Walk, background, paste, render, two_people_walks, write_frames
 from train.toml_writer import to_toml
 

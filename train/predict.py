@@ -137,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
     clf = load_classifier(args.model, args.threads)
     detector = None
     if not args.crops:
-        from device.detectors.base import make_detector
+        from device.detectors import make_detector
 
         detector = make_detector(args.detector, model_path=args.detector_model, score_threshold=args.min_score,
                                  num_threads=args.threads)

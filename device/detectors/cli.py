@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.detectors.base import DEFAULT_KIND, KINDS, Face, make_detector
+from device.detectors import DEFAULT_KIND, KINDS, Face, make_detector
 from device.images import read_rgb
 from device.safe_write import write_file
 

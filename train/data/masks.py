@@ -565,7 +565,7 @@ def add_masks(src: Path, out: Path, incorrect_fraction: float = 0.0, seed: int =
     """Mask every face in every image under ``src``; write ``out/<label>/<name>.jpg``."""
     from tqdm import tqdm
 
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     src, out = Path(src), Path(out)
     if not src.is_dir():

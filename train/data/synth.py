@@ -359,7 +359,7 @@ def check_dataset_args(out: Path, n: int, force: bool) -> None:
 def synth_dataset(out: Path, n: int = 400, seed: int = 0, force: bool = False,
                   sources: list[SourceFace] | None = None) -> SynthResult:
     """Build the sample dataset in ``out``: balanced classes, imported, manifest, split."""
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
     from train.data.importer import import_sources
     from device.manifest import read_manifest, write_manifest
 
@@ -532,7 +532,7 @@ def video_paths(path: Path) -> tuple[Path, Path]:
 
 def make_video(path: Path, seed: int = 0, sources: list[SourceFace] | None = None) -> dict:
     """Write the demo video, its frames as JPEGs and the ground truth; return the ground truth."""
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     path = Path(path)
     if path.suffix.lower() != ".avi":
@@ -654,7 +654,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.out is None and args.video is None:
         raise ValueError("nothing to do: give --out DIR (sample dataset) and/or --video PATH (sample video)")
-    from device.detectors.base import make_detector
+    from device.detectors import make_detector
 
     if args.out is not None:
         check_dataset_args(args.out, args.n, args.force)
