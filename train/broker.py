@@ -8,6 +8,7 @@ separate so fault tests can take the broker away mid-run and bring it back on th
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -61,8 +62,13 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf = self.workdir / "mosquitto.conf"
         self.log = self.workdir / "mosquitto.log"
+        # Started as root (CI), mosquitto drops to the user "mosquitto", which cannot write its
+        # persistence store into our (root-owned, 0700) folders: a restarted broker then forgot every
+        # session, and a test of "no event lost over a broker restart" raced the subscriber's
+        # reconnect. A broker of our own keeps the user that started it.
+        keep_user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n{extra_conf}\n"
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n{keep_user}{extra_conf}\n"
         )
         self.proc: subprocess.Popen | None = None
 
