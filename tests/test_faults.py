@@ -41,7 +41,7 @@ from tests.daemon_helpers import (
     wait_until,
     write_config,
 )
-from tests.test_mqtt import AS_ROOT, _make_pki
+from tests.test_mqtt import _make_pki
 from train.broker import Broker, find_mosquitto, free_port
 from train.data.walks import Walk, background, render, write_frames
 
@@ -110,7 +110,7 @@ def persistent_broker(work: Path, port: int | None = None) -> Broker:
     """A broker that keeps sessions (and the messages queued for them) on disk."""
     store = work / "db"
     store.mkdir(parents=True, exist_ok=True)
-    return Broker(work, port=port, extra_conf=f"{AS_ROOT}persistence true\npersistence_location {store}/\n")
+    return Broker(work, port=port, extra_conf=f"persistence true\npersistence_location {store}/\n")
 
 
 def save_sessions(broker: Broker) -> None:
@@ -385,7 +385,7 @@ def test_wrong_password_keeps_running_says_why_once_and_never_logs_the_password(
     pwfile = tmp_path / "passwords"
     subprocess.run([tool, "-c", "-b", str(pwfile), "door", good_pw], check=True, capture_output=True)
     broker = Broker(
-        tmp_path / "broker", extra_conf=f"{AS_ROOT}allow_anonymous false\npassword_file {pwfile}\n"
+        tmp_path / "broker", extra_conf=f"allow_anonymous false\npassword_file {pwfile}\n"
     ).start()
     frames = crossing_frames(faces, tmp_path / "frames", 2)
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
@@ -449,7 +449,7 @@ def test_tls_right_ca_delivers_and_wrong_ca_keeps_running_with_the_reason(
     broker = Broker(
         tmp_path / "broker",
         extra_conf=(
-            f"{AS_ROOT}cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
+            f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
             f"listener {plain} 127.0.0.1\n"
         ),
     ).start()

@@ -27,9 +27,6 @@ from train.broker import Broker, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = model_info("tiny", "cd" * 32, "int8", 0.5)
-#: Brokers the tests start themselves keep root (the tests' tmp dirs are root-only) and may
-#: read files there; mosquitto ignores this line when not started as root.
-AS_ROOT = "user root\n"
 
 pytestmark = pytest.mark.broker
 
@@ -163,7 +160,7 @@ def test_broker_restart_delivers_everything_in_order(tmp_path, publishers):
     # The broker keeps the subscriber's session across its restart (persistence), like a real
     # deployment; so the test does not depend on who reconnects first.
     work = tmp_path / "broker"
-    broker = Broker(work, extra_conf=f"{AS_ROOT}persistence true\npersistence_location {work}/\n").start()
+    broker = Broker(work, extra_conf=f"persistence true\npersistence_location {work}/\n").start()
     try:
         sub = Sub(broker, "maskwatch/pi/events", client_id="persistent-sub", clean=False)
         pub = publishers(fast(broker, discovery=False), "pi", tmp_path / "state")
@@ -339,7 +336,7 @@ def _password_broker(tmp_path: Path) -> Broker:
         pytest.skip("mosquitto_passwd is not installed (package mosquitto): cannot make a password file")
     pwfile = tmp_path / "passwords"
     subprocess.run([tool, "-c", "-b", str(pwfile), "alice", "right-horse-battery"], check=True)
-    return Broker(tmp_path / "broker", extra_conf=f"{AS_ROOT}allow_anonymous false\npassword_file {pwfile}\n").start()
+    return Broker(tmp_path / "broker", extra_conf=f"allow_anonymous false\npassword_file {pwfile}\n").start()
 
 
 def test_wrong_password_keeps_retrying_quietly_and_never_logs_the_password(tmp_path, publishers, caplog):
@@ -396,8 +393,8 @@ def test_tls_good_ca_connects_wrong_ca_does_not_and_client_cert_works(tmp_path, 
     pki = tmp_path / "pki"
     _make_pki(pki)
     server = f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
-    broker = Broker(tmp_path / "b1", extra_conf=AS_ROOT + server).start()
-    strict = Broker(tmp_path / "b2", extra_conf=AS_ROOT + server + "require_certificate true\n").start()
+    broker = Broker(tmp_path / "b1", extra_conf=server).start()
+    strict = Broker(tmp_path / "b2", extra_conf=server + "require_certificate true\n").start()
     try:
         good = publishers(fast(broker, tls=True, ca_file=str(pki / "ca.crt"), discovery=False), "a", tmp_path / "s1")
         wrong = publishers(fast(broker, tls=True, ca_file=str(pki / "other_ca.crt"), discovery=False),
