@@ -95,7 +95,7 @@ def load_components(cfg: Any) -> Components:
     det_path, verified = resolve_detector_path(cfg)
     detector = make_detector(
         cfg.detector.kind, det_path, score_threshold=cfg.detector.score_threshold,
-        min_face=cfg.detector.min_face, num_threads=cfg.detector.num_threads,
+        min_face=cfg.detector.min_face, num_threads=cfg.detector.num_threads, mirror=cfg.detector.mirror,
     )
     info = model_info(clf.card.name, clf.sha256, clf.card.quantization, threshold)
     return Components(clf, detector, det_path, verified, threshold, source, info)

@@ -76,6 +76,7 @@ BAD: dict[str, list] = {
     "detector.score_threshold": [1.5, -0.1, "x", True],
     "detector.min_face": [-1, 2.5, "24"],
     "detector.max_faces": [0, 257, 2.5, "16"],
+    "detector.mirror": ["yes", 1],
     "detector.ignore_regions": ["x", [[0, 0, 10]], [[10, 0, 5, 10]], [[0, 0, 1.5, 2]], [[-1, 0, 5, 5]], [5]],
     "detector.num_threads": [0, 1.5, 65],
     "classifier.model_path": [3, ""],

@@ -155,10 +155,10 @@ def test_a_crowd_is_capped_to_max_faces_largest_first(tiny_classifier):
     assert kept == sorted(sides)[-16:]  # the 16 largest
     assert [f for f in crowd if f in r.faces] == r.faces  # in the detector's order
     assert clf.clf._batch == 16  # the interpreter was never resized to the crowd
-    # The config's default: 16, within 1..256.
+    # The config's default: 64, within 1..256.
     from device.config import config_from_dict
 
-    assert config_from_dict({}, env={}).detector.max_faces == 16
+    assert config_from_dict({}, env={}).detector.max_faces == 64
     with pytest.raises(ValueError, match="detector.max_faces"):
         config_from_dict({"detector": {"max_faces": 0}}, env={})
 

@@ -30,8 +30,8 @@ def media(shared) -> Path:
 @pytest.mark.slow
 def test_photos_faces_found_and_labelled(imagenet_run, media, detector_model, tmp_path, capsys):
     photos = [media / "pic1.jpeg", media / "pic2.jpg", media / "pic3.jpg"]
-    argv = [str(imagenet_run / "model.keras"), *map(str, photos), "--json", "--detector-model", str(detector_model),
-            "--annotate", str(tmp_path / "ann")]
+    argv = [str(imagenet_run / "model.keras"), *map(str, photos), "--json", "--detector", "short",
+            "--no-mirror", "--detector-model", str(detector_model), "--annotate", str(tmp_path / "ann")]
     assert _predict(argv) == 0
     out = json.loads(capsys.readouterr().out)
     by_name = {Path(r["image"]).name: r for r in out["images"]}
@@ -55,8 +55,8 @@ def test_photos_faces_found_and_labelled(imagenet_run, media, detector_model, tm
 @pytest.mark.slow
 def test_table_output_and_single_annotated_file(imagenet_run, media, detector_model, tmp_path, capsys):
     out_img = tmp_path / "one.png"
-    assert _predict([str(imagenet_run / "model.keras"), str(media / "pic3.jpg"), "--detector-model",
-                     str(detector_model), "--annotate", str(out_img)]) == 0
+    assert _predict([str(imagenet_run / "model.keras"), str(media / "pic3.jpg"), "--detector", "short",
+                     "--detector-model", str(detector_model), "--annotate", str(out_img)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["image", "face", "label"]
     assert lines[1].split()[:3] == ["pic3.jpg", "1", "without_mask"]

@@ -127,7 +127,7 @@ def test_report_counts_what_was_placed(tmp_path, voc_dir, tiny_classifier, detec
     assert sc["left_out"] == {"bad_box": 1, "too_small": 1, "unknown_class": 1}
 
     (d,) = doc["detectors"]
-    assert d["name"] == "short 128x128" and d["input_size"] == [128, 128]
+    assert d["name"] == "short 128x128 + mirror" and d["input_size"] == [128, 128]
     assert (d["faces"], d["found"]) == (7, 4)
     assert {k: (v["faces"], v["found"]) for k, v in d["by_class"].items()} == {
         "with_mask": (3, 1), "without_mask": (3, 2), "incorrect_mask": (1, 1)}
@@ -160,7 +160,7 @@ def test_nothing_flagged_at_threshold_one_and_detectors_side_by_side(tmp_path, v
     first, strict = json.loads((tmp_path / "out" / "report.json").read_text())["detectors"]
     assert first["alert_recall"]["found_and_flagged"] == 0 and first["flagged_precision"]["precision"] is None
     assert first["flagged_unmatched"] == 0 and first["found"] == 4
-    assert strict["name"] == "short 128x128 score_threshold=0.95" and strict["found"] == 0  # scores are ~0.9
+    assert strict["name"] == "short 128x128 + mirror score_threshold=0.95" and strict["found"] == 0  # scores are ~0.9
     assert "| — (0/0) |" in text
 
 
@@ -257,7 +257,7 @@ def test_scene_benchmark_checks_the_targets_on_the_default_detector(tmp_path, vo
     out = capsys.readouterr().out
     assert "MISS  found: 0.5714 (target >= 0.58)" in out and "PASS  alert_recall" in out
     targets = json.loads((tmp_path / "out" / "targets.json").read_text())
-    assert targets["detector"] == "short 128x128" and not targets["all_passed"]
+    assert targets["detector"] == "short 128x128 + mirror" and not targets["all_passed"]
 
     assert scenes.main([*common, "--target", "speed=3"]) == 2
     assert "speed=3" in capsys.readouterr().err

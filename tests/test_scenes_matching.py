@@ -202,6 +202,7 @@ def test_detector_names_carry_the_input_size():
     assert input_size_of(FixedInput(), (640, 480)) == (320, 240)
     assert input_size_of(object(), (640, 480)) == (640, 480)  # runs at the frame's size
     assert detector_name(parse_detector("short"), (128, 128)) == "short 128x128"
+    assert detector_name(parse_detector("yunet"), (640, 480), mirrored=True) == "yunet 640x480 + mirror"
     assert (detector_name(parse_detector("yunet:m/y.onnx,score_threshold=0.6"), (640, 480))
             == "yunet 640x480 (y.onnx) score_threshold=0.6")
 

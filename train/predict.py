@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.contract import crop_face, resize_face
+from device.detectors.base import DEFAULT_KIND, DEFAULT_MIRROR, KINDS
 
 COLORS = {"with_mask": (40, 180, 40), "without_mask": (230, 40, 40), "incorrect_mask": (255, 150, 0)}
 
@@ -121,10 +122,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--annotate", type=Path, metavar="OUT",
                         help="write annotated images: a file for one image (OUT.jpg) or a folder")
-    parser.add_argument("--detector", choices=["short", "full", "yunet"], default="short",
+    parser.add_argument("--detector", choices=KINDS, default=DEFAULT_KIND,
                         help="face detector for whole photos (default: %(default)s, as on the device)")
     parser.add_argument("--detector-model", type=Path, help="detector model file (default: the fetched one)")
     parser.add_argument("--min-score", type=float, default=None, help="detector score threshold")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=DEFAULT_MIRROR,
+                        help="also detect on the mirror image, as the daemon does by default (%(default)s)")
     parser.add_argument("--threads", type=int, default=None)
 
 
@@ -140,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
         from device.detectors import make_detector
 
         detector = make_detector(args.detector, model_path=args.detector_model, score_threshold=args.min_score,
-                                 num_threads=args.threads)
+                                 num_threads=args.threads, mirror=args.mirror)
     results = predict_images(clf, list(args.images), crops=args.crops, detector=detector)
     alert = clf.card.alert_label
     if args.json:

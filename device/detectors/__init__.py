@@ -4,7 +4,7 @@ Only the light interface is imported here; a detector's module (and its OpenCV /
 imports) loads when :func:`make_detector` builds one.
 """
 
-from device.detectors.base import DEFAULT_KIND, KEYPOINT_NAMES, KINDS, Face, FaceDetector
+from device.detectors.base import DEFAULT_KIND, DEFAULT_MIRROR, KEYPOINT_NAMES, KINDS, Face, FaceDetector
 from device.detectors.factory import make_detector
 
-__all__ = ["DEFAULT_KIND", "KEYPOINT_NAMES", "KINDS", "Face", "FaceDetector", "make_detector"]
+__all__ = ["DEFAULT_KIND", "DEFAULT_MIRROR", "KEYPOINT_NAMES", "KINDS", "Face", "FaceDetector", "make_detector"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.detectors import DEFAULT_KIND, KINDS, Face, make_detector
+from device.detectors import DEFAULT_KIND, DEFAULT_MIRROR, KINDS, Face, make_detector
 from device.images import read_rgb
 from device.safe_write import write_file
 
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ".tflite in the models folder; a YuNet .onnx runs on OpenCV instead)")
     parser.add_argument("--threshold", type=float, help="minimum face score 0..1 (default: the detector's own)")
     parser.add_argument("--min-face", type=int, default=0, help="drop faces smaller than this many pixels")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=DEFAULT_MIRROR,
+                        help="also detect on the mirror image, as the daemon does by default (%(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image (JSON Lines) instead of text")
     parser.add_argument("--annotate", type=Path, metavar="OUT_DIR",
@@ -85,7 +87,7 @@ def _annotated_path(out_dir: Path, image: Path, used: set[Path]) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     detector = make_detector(args.detector, model_path=args.model, score_threshold=args.threshold,
-                             min_face=args.min_face)
+                             min_face=args.min_face, mirror=args.mirror)
     if args.annotate is not None:
         args.annotate.mkdir(parents=True, exist_ok=True)
     failed = 0

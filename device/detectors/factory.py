@@ -18,8 +18,12 @@ def make_detector(
     min_face: int = 0,
     num_threads: int | None = None,
     iou_threshold: float = 0.3,
+    mirror: bool = False,
 ) -> FaceDetector:
     """A ready detector of ``kind``; ``score_threshold`` None means the model's usual default.
+
+    ``mirror`` also runs it on the mirror image and keeps the union (:mod:`device.detectors.mirror`;
+    the daemon's ``detector.mirror`` defaults to :data:`~device.detectors.base.DEFAULT_MIRROR`).
 
     ``min_face`` drops faces whose box is smaller than that many pixels on its shorter side
     (far-away faces are too small for the mask classifier to judge anyway).
@@ -32,6 +36,16 @@ def make_detector(
         raise ValueError(f"iou_threshold must be within (0, 1], got {iou_threshold!r}")
     if min_face < 0:
         raise ValueError(f"min_face must be >= 0, got {min_face!r}")
+    detector = _build(kind, model_path, score_threshold, min_face, num_threads, iou_threshold)
+    if not mirror:
+        return detector
+    from device.detectors.mirror import MirroredDetector
+
+    return MirroredDetector(detector, iou_threshold=iou_threshold)
+
+
+def _build(kind: str, model_path: Path | None, score_threshold: float | None, min_face: int,
+           num_threads: int | None, iou_threshold: float) -> FaceDetector:
     if kind == "yunet":
         # The backend follows the file: a converted .tflite runs on LiteRT, the zoo's .onnx on
         # OpenCV's DNN (slower, but needs no conversion).

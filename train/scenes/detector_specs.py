@@ -28,7 +28,19 @@ class DetectorSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def build(self, min_face: int, num_threads: int):
-        return make_detector(self.kind, self.model_path, min_face=min_face, num_threads=num_threads, **self.options)
+        """The detector as a daemon with a default config builds it, but for what this spec sets."""
+        options = {**daemon_detector_options(), **self.options}
+        return make_detector(self.kind, self.model_path, min_face=min_face, num_threads=num_threads, **options)
+
+
+def daemon_detector_options() -> dict[str, Any]:
+    """The ``detector.*`` settings the daemon hands :func:`make_detector` (``mirror``,
+    ``score_threshold``, ...), at their config defaults, so a setting measures what a daemon with
+    that setting would do; the reserved ones are the benchmark's."""
+    from device.config import DetectorConfig
+
+    defaults = DetectorConfig()
+    return {name: getattr(defaults, name) for name in option_names() if hasattr(defaults, name)}
 
 
 def option_names() -> list[str]:
@@ -78,9 +90,10 @@ def input_size_of(detector: Any, frame_size: tuple[int, int]) -> tuple[int, int]
     return int(frame_size[0]), int(frame_size[1])
 
 
-def detector_name(spec: DetectorSpec, input_size: tuple[int, int]) -> str:
-    """``short 128x128``, ``yunet 640x480 (face_detection_yunet_2023mar.onnx)``, options after."""
-    name = f"{spec.kind} {input_size[0]}x{input_size[1]}"
+def detector_name(spec: DetectorSpec, input_size: tuple[int, int], mirrored: bool = False) -> str:
+    """``short 128x128``, ``yunet 640x480 + mirror``, ``yunet 640x480 (face_detection_yunet_2023mar.onnx)``,
+    options after."""
+    name = f"{spec.kind} {input_size[0]}x{input_size[1]}" + (" + mirror" if mirrored else "")
     if spec.model_path is not None:
         name += f" ({spec.model_path.name})"
     if spec.options:

@@ -110,6 +110,7 @@ def progress(items: Sequence, desc: str) -> Iterable:
 
 def build_lanes(cfg: SceneConfig, options: dict[str, Any]) -> list[Lane]:
     from device.classifier import MaskClassifier
+    from device.detectors.mirror import MirroredDetector
     from device.pipeline import Pipeline
 
     lanes = []
@@ -119,7 +120,7 @@ def build_lanes(cfg: SceneConfig, options: dict[str, Any]) -> list[Lane]:
         detector = spec.build(min_face=int(options.get("min_face", 0)), num_threads=cfg.threads)
         clf = MaskClassifier(cfg.model, num_threads=cfg.threads)
         size = input_size_of(detector, cfg.frame_size)
-        name = detector_name(spec, size)
+        name = detector_name(spec, size, mirrored=isinstance(detector, MirroredDetector))
         if name in names:
             raise ValueError(f"--detector {spec.text!r} is given twice")
         names.add(name)
@@ -241,8 +242,9 @@ def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
         "options": lane.spec.options,
         "input_size": list(lane.input_size),
         "score_threshold": getattr(lane.pipeline.detector, "score_threshold", None),
-        # The daemon's default is the kind with its default model (yunet:X.onnx is another setting).
-        "default": lane.spec.kind == default_kind and lane.spec.model_path is None,
+        # The daemon's default is the kind with its default model and options (yunet:X.onnx and
+        # yunet,mirror=0 are other settings).
+        "default": lane.spec.kind == default_kind and lane.spec.model_path is None and not lane.spec.options,
         **metrics,
         "ms": ms,
     }
