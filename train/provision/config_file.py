@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.config import config_from_dict, read_password_file
+from device.config import config_from_dict, read_password_file, tomllib
 from train.toml_writer import to_toml
 
 ETC = "/etc/maskwatch"
@@ -33,6 +32,8 @@ class CardConfig:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    if tomllib is None:
+        raise RuntimeError("reading --config needs Python >= 3.11 or the 'tomli' package")
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -60,9 +61,8 @@ def card_config(*, config: Path | None = None, mqtt_host: str | None = None, dev
     mqtt = data.setdefault("mqtt", {})
     if mqtt_host is not None:
         mqtt["host"] = mqtt_host
-    if not mqtt.get("host") or mqtt.get("host") in ("localhost", "127.0.0.1"):
-        raise ValueError("give the broker the Pi will publish to: --mqtt-host HOST (or [mqtt] host in --config); "
-                         f"{mqtt.get('host') or 'localhost'!r} would be the Pi itself")
+    if not mqtt.get("host"):
+        raise ValueError("give the broker the Pi will publish to: --mqtt-host HOST (or [mqtt] host in --config)")
     if mqtt.get("password"):
         raise ValueError(f"--config {config}: [mqtt] password is written in the file; the card is readable by "
                          "anyone who holds it: put the password in a file and give --mqtt-password-file FILE")
