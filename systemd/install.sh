@@ -219,8 +219,10 @@ done
 if [ -n "$WHEELHOUSE" ]; then
     # Offline: numpy and venv must be there (Raspberry Pi OS has them); picamera2 is fetched
     # only when it is missing and the archive answers, since everything else works without it.
-    python3 -c 'import numpy' 2>/dev/null && python3 -c 'import ensurepip' 2>/dev/null || \
-        fail "python3-numpy and python3-venv are needed and the card cannot carry them: sudo apt-get install python3-numpy python3-venv"
+    if ! { python3 -c 'import numpy' && python3 -c 'import ensurepip'; } 2>/dev/null; then
+        why="python3-numpy and python3-venv are needed and the card cannot carry them: sudo apt-get install python3-numpy python3-venv"
+        [ "$DRY_RUN" -eq 1 ] && say "$why" || fail "$why"
+    fi
     if python3 -c 'import picamera2' 2>/dev/null; then
         say "python3, numpy, venv and picamera2 are installed"
     elif [ "$DRY_RUN" -eq 1 ]; then
@@ -376,7 +378,9 @@ if [ -f "$UNIT_DIR/$SERVICE" ] && cmp -s "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SER
     say "$UNIT_DIR/$SERVICE is up to date"
 else
     run install -m 0644 "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SERVICE"
-    [ "$SYSTEMD_UP" -eq 0 ] || run systemctl daemon-reload
+    if [ "$SYSTEMD_UP" -eq 1 ] || [ "$DRY_RUN" -eq 1 ]; then
+        run systemctl daemon-reload
+    fi
     CHANGED=1
 fi
 if systemctl is-enabled --quiet "$SERVICE" 2>/dev/null; then
