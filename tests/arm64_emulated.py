@@ -143,7 +143,7 @@ def chroot(root: Path, *cmd: str, timeout: float = 1800, check: bool = True) -> 
     return r
 
 
-def test_config(port: int, workdir: Path) -> Path:
+def card_base_config(port: int, workdir: Path) -> Path:
     """What the person would pass to provision: the broker, a user name, the video as the camera."""
     cfg = workdir / "base.toml"
     cfg.write_text(f"""device_id = "entrance"
@@ -242,7 +242,7 @@ def test_provisioned_card_boots_and_reports_on_arm64(release, tmp_path):
         subprocess.run(["cp", "-a", "--reflink=auto", str(cached), str(work)], check=True)
     boot = make_card(tmp_path / "boot", RELEASES[release])
     port = free_port()
-    base = test_config(port, tmp_path)
+    base = card_base_config(port, tmp_path)
 
     # 2. provision, exactly as a person would on the workstation
     with timed(f"provision {release} (wheelhouse)"):
