@@ -191,8 +191,8 @@ fi
 if [ -r /etc/os-release ]; then
     # shellcheck disable=SC1091
     . /etc/os-release
-    if [ "${VERSION_CODENAME:-}" != "bookworm" ] || [ "$(uname -m)" != "aarch64" ]; then
-        log "warning: made for Raspberry Pi OS Bookworm 64-bit; this is ${PRETTY_NAME:-unknown} on $(uname -m)"
+    if { [ "${VERSION_CODENAME:-}" != "bookworm" ] && [ "${VERSION_CODENAME:-}" != "trixie" ]; } || [ "$(uname -m)" != "aarch64" ]; then
+        log "warning: made for Raspberry Pi OS Bookworm or Trixie 64-bit; this is ${PRETTY_NAME:-unknown} on $(uname -m)"
     fi
 fi
 # The service user owns the state folder, so it could plant a link there; root never follows one.
