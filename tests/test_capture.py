@@ -497,3 +497,15 @@ def test_image_folder_skips_unreadable_files_and_reads_non_ascii_names(photos, t
 def test_image_folder_without_images_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no image files"):
         ImageFolderSource(str(tmp_path)).open()
+
+
+def test_picamera_without_picamera2_falls_back_to_v4l2_and_says_so(monkeypatch):
+    """A card provisioned offline has no picamera2 until apt can install it: the same camera is
+    opened through OpenCV/V4L2 meanwhile, and the source's name (shown in `state`) says why."""
+    from device.camera.sources import OpenCVSource, make_source
+    from device.config import CameraConfig
+
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # makes `import picamera2` fail
+    source = make_source(CameraConfig(source="picamera", device="0"))
+    assert isinstance(source, OpenCVSource) and source.is_index and source.device == "0"
+    assert source.name == "opencv:0 (picamera2 not installed)"

@@ -124,3 +124,15 @@ def test_summary_line_names_the_environment_and_counts(suite, monkeypatch, tmp_p
     assert line.startswith("workstation (Python ") and "numpy " in line
     assert line.endswith(": 1 passed, 3 skipped, 0 failed, 1 xfailed")
     result.stdout.fnmatch_lines([line])
+
+
+def test_ci_cannot_skip_the_emulated_arm64_run():
+    """make test-arm64 may skip Trixie where the mirror lacks it, never because arm64 cannot run."""
+    from tests.skip_policy import allowed_skip
+
+    node = "tests/arm64_emulated.py::test_provisioned_card_boots_and_reports_on_arm64[{}]"
+    binfmt = "cannot run arm64 binaries here: binfmt_misc has no qemu-aarch64 entry"
+    assert allowed_skip(node.format("bookworm"), binfmt) is None
+    assert allowed_skip(node.format("trixie"), binfmt) is None
+    assert allowed_skip(node.format("bookworm"), "the Debian mirror X does not serve bookworm") is None
+    assert allowed_skip(node.format("trixie"), "the Debian mirror X does not serve trixie") is not None

@@ -26,6 +26,8 @@ COMMANDS: cli_base.Commands = {
     "convert-detector": ("convert.detector", "YuNet face detector ONNX -> TFLite at a fixed input size, for the Pi"),
     "bench": ("device.bench", "benchmark .tflite models: size, latency, accuracy"),
     "fetch-models": ("device.detectors.model_files", "fetch the face-detector models (checksummed)"),
+    "provision": ("train.provision.command",
+                  "set up a freshly flashed Raspberry Pi OS card to install maskwatch offline on first boot"),
 }
 
 

@@ -269,13 +269,34 @@ class ImageFolderSource:
         self._next = 0
 
 
+def _picamera2_installed() -> bool:
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _opencv_source(cfg: CameraConfig) -> OpenCVSource:
+    timeout = min(getattr(cfg, "open_timeout_s", 10.0), 60.0)
+    return OpenCVSource(cfg.device, cfg.width, cfg.height, cfg.fps, timeout_s=timeout)
+
+
 def make_source(cfg: CameraConfig) -> FrameSource:
     """The source ``cfg.source`` names, not yet opened."""
     if cfg.source == "picamera":
+        if not _picamera2_installed():
+            # A card provisioned offline has no picamera2 until apt can reach the Raspberry Pi
+            # archive: the same camera through V4L2 keeps the entrance watched meanwhile, and
+            # the source's name (in the state message) says why.
+            log.warning("picamera2 is not installed (sudo apt install python3-picamera2): using camera %s "
+                        "through OpenCV/V4L2 instead", cfg.device)
+            source = _opencv_source(cfg)
+            source.name = f"opencv:{cfg.device} (picamera2 not installed)"
+            return source
         return PicameraSource(int(cfg.device), cfg.width, cfg.height, cfg.fps)
     if cfg.source == "opencv":
-        timeout = min(getattr(cfg, "open_timeout_s", 10.0), 60.0)
-        return OpenCVSource(cfg.device, cfg.width, cfg.height, cfg.fps, timeout_s=timeout)
+        return _opencv_source(cfg)
     if cfg.source == "images":
         return ImageFolderSource(cfg.path)
     raise ValueError(f"camera.source: must be one of 'picamera', 'opencv', 'images', got {cfg.source!r}")
