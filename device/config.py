@@ -388,15 +388,14 @@ class WebConfig:
     max_fps: float = setting(5.0, gt=0, le=30)
 
     def check(self) -> None:
-        if not self.enabled:
-            return
-        if not self.password_file:
+        if self.enabled and not self.password_file:
             raise ConfigError("web.password_file", "is required when web.enabled = true: the page is off until "
                                                    "a password is configured (systemd/install.sh --web makes one)")
-        try:
-            read_password_file(self.password_file)
-        except ValueError as exc:
-            raise ConfigError("web.password_file", str(exc)) from None
+        if self.password_file:  # read at start by the page; checked here so `check` finds a bad one
+            try:
+                read_password_file(self.password_file)
+            except ValueError as exc:
+                raise ConfigError("web.password_file", str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
