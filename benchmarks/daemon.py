@@ -15,7 +15,11 @@ What it measures, on 640x480 frames with two real faces (the public-domain portr
   with its input size;
 * the resident memory of a real ``maskwatch-device run`` process after a few seconds of work;
 * how long importing the daemon's modules takes in a fresh interpreter, and that TensorFlow
-  and Keras are not among the loaded modules.
+  and Keras are not among the loaded modules;
+* the web page's cost (``[web]``): per-frame median with the page disabled and with it enabled
+  while nobody watches, in alternating rounds of the same run (target: at most
+  ``web_idle_pct`` % apart), and with one viewer on the live stream (reported, no target:
+  the viewer's JPEGs are encoded on the same cores).
 
 The classifier is the default trained int8 model when ``runs/default/`` or ``models/`` has one,
 else the random-weight tiny model of the tests (built once with TensorFlow into ``.cache``);
@@ -55,7 +59,8 @@ log = logging.getLogger("maskwatch.benchmark")
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "device" / "bench.json"
 TINY = ROOT / ".cache" / "test-assets" / "tiny_int8.tflite"
-TARGETS = {"median_ms": 8.0, "p95_ms": 12.0, "rss_mb": 200.0, "import_s": 1.0}
+TARGETS = {"median_ms": 8.0, "p95_ms": 12.0, "rss_mb": 200.0, "import_s": 1.0, "web_idle_pct": 3.0}
+WEB_PASSWORD = "bench"
 EXIT_MISSED, EXIT_CANNOT_RUN = 1, 2
 STAGES = ("capture", "detect", "classify", "track", "publish", "monitor")
 #: What the daemon imports at run time (the interpreter included).
@@ -95,10 +100,11 @@ class MemorySource:
 
     live = False
 
-    def __init__(self, frames: list[np.ndarray], count: int):
+    def __init__(self, frames: list[np.ndarray], count: int, start: Any = None):
         self.name = "memory"
         self.frames = frames
         self.count = count
+        self.start = start  # a threading.Event the first frame waits for (a viewer connecting)
         self._i = 0
 
     def open(self) -> None:
@@ -107,6 +113,8 @@ class MemorySource:
     def read(self) -> np.ndarray | None:
         if self._i >= self.count:
             return None
+        if self.start is not None and not self.start.wait(20.0):
+            raise CannotRun("the web page's viewer did not connect within 20 s")
         frame = self.frames[self._i % len(self.frames)]
         self._i += 1
         return frame
@@ -181,32 +189,130 @@ def daemon_config(state_dir: Path, model: Path, port: int, frames_path: Path, th
 
 
 def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
-                     threads: int) -> dict:
-    """The daemon loop on ``n`` in-memory frames; per-frame stage times after ``warmup`` frames."""
+                     threads: int, web: str = "disabled") -> dict:
+    """The daemon loop on ``n`` in-memory frames; per-frame stage times after ``warmup`` frames.
+
+    ``web``: "disabled", "idle" (the page served, nobody watching) or "viewer" (one client on
+    the live stream from before the first frame to the end)."""
+    import threading
+
     from device.camera.capture import LatestFrameGrabber
-    from device.config import config_from_dict
+    from device.config import load_config
     from device.daemon import Daemon
     from device.wiring import load_components
 
-    cfg = config_from_dict(daemon_config(workdir / "state", model, port, workdir, threads), env={})
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = daemon_config(workdir / "state", model, port, workdir, threads)
+    if web != "disabled":
+        pw = workdir / "web-password"
+        pw.write_text(WEB_PASSWORD + "\n")
+        pw.chmod(0o600)
+        data["web"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port(), "password_file": str(pw)}
+    config_path = write_toml(workdir / "config.toml", data)
+    cfg = load_config(config_path, env={})
     parts = load_components(cfg)
-    daemon = Daemon(cfg, parts, exit_on_end=True, record_timings=True,
+    start = viewer = None
+    jpegs: list[int] = []
+    if web == "viewer":
+        start, stop = threading.Event(), threading.Event()
+        viewer = threading.Thread(target=watch_stream, args=(cfg.web.port, start, stop, jpegs), daemon=True)
+        viewer.start()
+    daemon = Daemon(cfg, parts, exit_on_end=True, record_timings=True, config_path=config_path,
                     grabber_factory=lambda cam: LatestFrameGrabber(cam, source_factory=lambda: MemorySource(
-                        frames, n + warmup)))
+                        frames, n + warmup, start)))
     # Give the broker connection a moment so events are published, not just queued.
     t0 = time.perf_counter()
-    rc = daemon.run()
+    try:
+        rc = daemon.run()
+    finally:
+        if viewer is not None:
+            stop.set()
+            viewer.join(5)
     wall = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"daemon loop exited with {rc}")
     rows = daemon.timings[warmup:] if daemon.timings else []
     totals = [sum(r.values()) for r in rows]
     out = {"frames": len(rows), "detector": parts.detector.describe(), "total": summary(totals), "stages": {},
-           "wall_s": round(wall, 2), "events": daemon.state.events_total, "mqtt": daemon.sink_status().get("mqtt")}
+           "wall_s": round(wall, 2), "events": daemon.state.events_total, "mqtt": daemon.sink_status().get("mqtt"),
+           "viewer_jpegs": sum(jpegs)}
     for stage in STAGES:
         vals = [r.get(stage, 0.0) for r in rows]
         out["stages"][stage] = summary(vals)
     return out
+
+
+def watch_stream(port: int, start: Any, stop: Any, jpegs: list[int]) -> None:
+    """One viewer of the page's live stream: logs in, reads ``/stream.mjpg`` until ``stop``; sets
+    ``start`` once the stream is open (the benchmark's frames wait for it); appends the number
+    of JPEGs it got to ``jpegs``."""
+    import http.client
+    import re
+    import urllib.parse
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/login")
+            r = conn.getresponse()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+    page, cookie = r.read(), r.getheader("Set-Cookie", "").split(";")[0]
+    token = re.search(rb'name="token" value="([^"]+)"', page).group(1).decode()
+    conn.request("POST", "/login", urllib.parse.urlencode({"password": WEB_PASSWORD, "token": token}),
+                 {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    r = conn.getresponse()
+    r.read()
+    session = r.getheader("Set-Cookie", "").split(";")[0]
+    conn.request("GET", "/stream.mjpg", headers={"Cookie": session})
+    r = conn.getresponse()
+    time.sleep(0.05)  # the server counts the viewer right after the headers
+    start.set()
+    n = 0
+    while not stop.is_set():
+        chunk = r.read1(65536)
+        if not chunk:
+            break
+        n += chunk.count(b"Content-Type: image/jpeg")
+    jpegs.append(n)
+    conn.close()
+
+
+def bench_web(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
+              threads: int, pairs: int) -> dict:
+    """Page disabled vs enabled with nobody watching, in ``pairs`` alternating pairs of rounds
+    (AB BA AB ...: a machine getting busier slows both alike), then rounds with one viewer.
+
+    Each mode's figure is its best round's per-frame median, as for the end-to-end verdict
+    (:func:`best_round`): on a shared machine noise only ever slows a round down, so the
+    fastest round of each mode is the closest to its own cost; every round is reported."""
+    runs: dict[str, list[float]] = {"disabled": [], "idle": [], "viewer": []}
+    jpegs = []
+    for i in range(pairs):
+        order = ("disabled", "idle") if i % 2 == 0 else ("idle", "disabled")
+        for mode in order:
+            log.info("web page %s, pair %d of %d", mode, i + 1, pairs)
+            r = bench_end_to_end(frames, model, port, workdir / f"web{i}-{mode}", n, warmup, threads, web=mode)
+            runs[mode].append(r["total"]["median_ms"])
+            gc.collect()
+    for i in range(max(1, pairs // 2)):
+        log.info("web page with one viewer, round %d", i + 1)
+        r = bench_end_to_end(frames, model, port, workdir / f"web-viewer{i}", n, warmup, threads, web="viewer")
+        runs["viewer"].append(r["total"]["median_ms"])
+        jpegs.append(r["viewer_jpegs"])
+        gc.collect()
+    med = {k: round(float(min(v)), 3) for k, v in runs.items()}
+    return {
+        "rounds_ms": runs, "disabled_ms": med["disabled"], "idle_ms": med["idle"], "viewer_ms": med["viewer"],
+        "idle_pct": round(100.0 * (med["idle"] - med["disabled"]) / med["disabled"], 2),
+        "viewer_added_ms": round(med["viewer"] - med["disabled"], 3),
+        "viewer_pct": round(100.0 * (med["viewer"] - med["disabled"]) / med["disabled"], 2),
+        "viewer_jpegs": jpegs,
+    }
 
 
 def best_round(rounds: list[dict]) -> dict:
@@ -331,6 +437,7 @@ def verdicts(result: dict, targets: dict[str, float] = TARGETS) -> dict[str, dic
         "p95_ms": e2e["p95_ms"],
         "rss_mb": result["memory"]["rss_max_mb"],
         "import_s": result["imports"]["import_daemon_s"],
+        "web_idle_pct": abs(result["web"]["idle_pct"]),  # either way: "within noise"
     }
     return {k: {"value": measured[k], "target": targets[k], "ok": measured[k] <= targets[k]} for k in targets}
 
@@ -369,8 +476,14 @@ def table(result: dict) -> str:
     lines += ["", f"{'detector':<34}{'median ms':>11}{'p95 ms':>9}{'faces':>7}"]
     for kind, s in result["detectors"].items():
         lines.append(f"{s.get('detector', kind):<34}{s['median_ms']:>11.3f}{s['p95_ms']:>9.3f}{s['faces']:>7}")
-    mem, imp = result["memory"], result["imports"]
+    mem, imp, web = result["memory"], result["imports"], result["web"]
     lines += [
+        "",
+        f"web page (best round's per-frame median, {len(web['rounds_ms']['disabled'])} alternating pairs): "
+        f"disabled {web['disabled_ms']:.3f} ms, enabled with nobody watching {web['idle_ms']:.3f} ms "
+        f"({web['idle_pct']:+.2f} %), one viewer {web['viewer_ms']:.3f} ms "
+        f"({web['viewer_added_ms']:+.3f} ms, {web['viewer_pct']:+.2f} %; it got {sum(web['viewer_jpegs'])} JPEGs)",
+        "  rounds ms: " + "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in web["rounds_ms"].items()),
         "",
         f"daemon RSS: {mem['rss_mb']} MB now, {mem['rss_max_mb']} MB max sampled, peak (VmHWM) {mem['peak_hwm_mb']} MB",
         f"import device: {imp['import_device_s'] * 1000:.1f} ms; all daemon modules + {imp['interpreter']}: "
@@ -407,6 +520,8 @@ def measure(args: argparse.Namespace) -> dict:
                 # their thread pools stay alive and the next round shares the cores with them.
                 gc.collect()
             e2e = best_round(rounds)
+            web = bench_web(frames, model, port, work / "web", n=args.frames, warmup=20, threads=args.threads,
+                            pairs=args.web_pairs)
             log.info("memory of a running daemon (%.0f s)", args.rss_seconds)
             memory = rss_of_running_daemon(frames, model, port, work, args.rss_seconds, args.threads)
         finally:
@@ -422,7 +537,7 @@ def measure(args: argparse.Namespace) -> dict:
         "classifier": {"path": str(model), "what": what, "name": card.name, "quantization": card.quantization,
                        "input_size": card.input_size, "backbone": card.backbone},
         "broker": broker_text, "threads": args.threads,
-        "end_to_end": e2e, "detectors": detectors, "memory": memory, "imports": imports,
+        "end_to_end": e2e, "web": web, "detectors": detectors, "memory": memory, "imports": imports,
         "tensorflow_in_benchmark_process": heavy_here,
     }
 
@@ -434,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="end-to-end rounds; the best round's median is the verdict (default %(default)s)")
+    parser.add_argument("--web-pairs", type=int, default=6,
+                        help="alternating rounds of page disabled / enabled-idle (default %(default)s)")
     parser.add_argument("--rss-seconds", type=float, default=8.0, help="how long the memory run lasts")
     parser.add_argument("--target", type=parse_target, action="append", default=[], metavar="NAME=VALUE",
                         help="replace a target (repeatable): " + ", ".join(f"{k}={v:g}" for k, v in TARGETS.items()))

@@ -57,12 +57,13 @@ def test_benchmark_runs_writes_its_json_and_fails_on_an_impossible_target(detect
     out = tmp_path / "bench.json"
     generous = [f"--target={k}=1e9" for k in TARGETS if k != "import_s"]
     proc = _bench("--model", str(tiny_classifier), "--frames", "40", "--rounds", "2", "--rss-seconds", "3",
+                  "--web-pairs", "2",
                   "--out", str(out), *generous, "--target", "import_s=0")  # no interpreter starts in 0 s
     assert proc.returncode == EXIT_MISSED, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "target missed: import_s" in proc.stderr
     doc = json.loads(out.read_text())
     assert {k: v["ok"] for k, v in doc["verdicts"].items()} == {"median_ms": True, "p95_ms": True, "rss_mb": True,
-                                                                 "import_s": False}
+                                                                 "import_s": False, "web_idle_pct": True}
     assert doc["verdicts"]["import_s"]["target"] == 0
     e2e = doc["end_to_end"]
     assert e2e["frames"] == 40 and len(e2e["rounds"]) == 2
@@ -78,3 +79,9 @@ def test_benchmark_runs_writes_its_json_and_fails_on_an_impossible_target(detect
     assert 0 < doc["memory"]["rss_max_mb"] < 1000
     assert doc["broker"].startswith("mosquitto on 127.0.0.1:")
     assert "rounds (median / p95 ms)" in proc.stdout and "MISSED" in proc.stdout
+    web = doc["web"]  # the page disabled vs served to nobody, alternating, then one viewer
+    assert [len(web["rounds_ms"][k]) for k in ("disabled", "idle", "viewer")] == [2, 2, 1]
+    assert web["viewer_jpegs"][0] >= 1  # the viewer really got the live view
+    assert web["idle_pct"] == round(100 * (web["idle_ms"] - web["disabled_ms"]) / web["disabled_ms"], 2)
+    assert web["idle_ms"] == min(web["rounds_ms"]["idle"]) and web["disabled_ms"] == min(web["rounds_ms"]["disabled"])
+    assert "web page (best round's per-frame median" in proc.stdout
