@@ -282,35 +282,46 @@ def watch_stream(port: int, start: Any, stop: Any, jpegs: list[int]) -> None:
     conn.close()
 
 
+def paired_change(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """(median % change, median ms change) of B over A across ``(a, b)`` pairs of round medians.
+
+    Each pair ran back to back, so it shared one moment of a shared machine; the median over the
+    pairs ignores the few pairs a neighbour's burst hit in either direction."""
+    pct = [100.0 * (b - a) / a for a, b in pairs]
+    ms = [b - a for a, b in pairs]
+    return round(float(np.median(pct)), 2), round(float(np.median(ms)), 3)
+
+
 def bench_web(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
               threads: int, pairs: int) -> dict:
-    """Page disabled vs enabled with nobody watching, in ``pairs`` alternating pairs of rounds
-    (AB BA AB ...: a machine getting busier slows both alike), then rounds with one viewer.
-
-    Each mode's figure is its best round's per-frame median, as for the end-to-end verdict
-    (:func:`best_round`): on a shared machine noise only ever slows a round down, so the
-    fastest round of each mode is the closest to its own cost; every round is reported."""
+    """The page's cost per frame: rounds with the page disabled paired with rounds of the page
+    enabled and nobody watching (``pairs`` pairs), then with one viewer on the stream
+    (``pairs // 4`` pairs, at least 2); each pair in alternating order (AB, BA, ...: a machine
+    getting busier slows both alike). The change is the median over pairs
+    (:func:`paired_change`); every round is reported."""
     runs: dict[str, list[float]] = {"disabled": [], "idle": [], "viewer": []}
+    paired: dict[str, list[tuple[float, float]]] = {"idle": [], "viewer": []}
     jpegs = []
-    for i in range(pairs):
-        order = ("disabled", "idle") if i % 2 == 0 else ("idle", "disabled")
-        for mode in order:
-            log.info("web page %s, pair %d of %d", mode, i + 1, pairs)
-            r = bench_end_to_end(frames, model, port, workdir / f"web{i}-{mode}", n, warmup, threads, web=mode)
-            runs[mode].append(r["total"]["median_ms"])
-            gc.collect()
-    for i in range(max(1, pairs // 2)):
-        log.info("web page with one viewer, round %d", i + 1)
-        r = bench_end_to_end(frames, model, port, workdir / f"web-viewer{i}", n, warmup, threads, web="viewer")
-        runs["viewer"].append(r["total"]["median_ms"])
-        jpegs.append(r["viewer_jpegs"])
-        gc.collect()
-    med = {k: round(float(min(v)), 3) for k, v in runs.items()}
+    for other, count in (("idle", pairs), ("viewer", max(2, pairs // 4))):
+        for i in range(count):
+            order = ("disabled", other) if i % 2 == 0 else (other, "disabled")
+            got = {}
+            for mode in order:
+                log.info("web page %s, pair %d of %d", mode, i + 1, count)
+                r = bench_end_to_end(frames, model, port, workdir / f"{other}{i}-{mode}", n, warmup, threads,
+                                     web=mode)
+                got[mode] = r["total"]["median_ms"]
+                runs[mode].append(got[mode])
+                if mode == "viewer":
+                    jpegs.append(r["viewer_jpegs"])
+                gc.collect()
+            paired[other].append((got["disabled"], got[other]))
+    idle_pct, _ = paired_change(paired["idle"])
+    viewer_pct, viewer_ms = paired_change(paired["viewer"])
+    med = {k: round(float(np.median(v)), 3) for k, v in runs.items()}
     return {
-        "rounds_ms": runs, "disabled_ms": med["disabled"], "idle_ms": med["idle"], "viewer_ms": med["viewer"],
-        "idle_pct": round(100.0 * (med["idle"] - med["disabled"]) / med["disabled"], 2),
-        "viewer_added_ms": round(med["viewer"] - med["disabled"], 3),
-        "viewer_pct": round(100.0 * (med["viewer"] - med["disabled"]) / med["disabled"], 2),
+        "rounds_ms": runs, "pairs": paired, "disabled_ms": med["disabled"], "idle_ms": med["idle"],
+        "viewer_ms": med["viewer"], "idle_pct": idle_pct, "viewer_added_ms": viewer_ms, "viewer_pct": viewer_pct,
         "viewer_jpegs": jpegs,
     }
 
@@ -479,10 +490,12 @@ def table(result: dict) -> str:
     mem, imp, web = result["memory"], result["imports"], result["web"]
     lines += [
         "",
-        f"web page (best round's per-frame median, {len(web['rounds_ms']['disabled'])} alternating pairs): "
-        f"disabled {web['disabled_ms']:.3f} ms, enabled with nobody watching {web['idle_ms']:.3f} ms "
-        f"({web['idle_pct']:+.2f} %), one viewer {web['viewer_ms']:.3f} ms "
-        f"({web['viewer_added_ms']:+.3f} ms, {web['viewer_pct']:+.2f} %; it got {sum(web['viewer_jpegs'])} JPEGs)",
+        f"web page, per-frame median (median of rounds): disabled {web['disabled_ms']:.3f} ms, enabled with "
+        f"nobody watching {web['idle_ms']:.3f} ms, one viewer {web['viewer_ms']:.3f} ms",
+        f"  enabled, nobody watching vs disabled: {web['idle_pct']:+.2f} % (median over {len(web['pairs']['idle'])} "
+        f"back-to-back pairs)",
+        f"  one viewer vs disabled: {web['viewer_added_ms']:+.3f} ms, {web['viewer_pct']:+.2f} % "
+        f"(median over {len(web['pairs']['viewer'])} pairs; the viewer got {sum(web['viewer_jpegs'])} JPEGs)",
         "  rounds ms: " + "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in web["rounds_ms"].items()),
         "",
         f"daemon RSS: {mem['rss_mb']} MB now, {mem['rss_max_mb']} MB max sampled, peak (VmHWM) {mem['peak_hwm_mb']} MB",
@@ -520,7 +533,7 @@ def measure(args: argparse.Namespace) -> dict:
                 # their thread pools stay alive and the next round shares the cores with them.
                 gc.collect()
             e2e = best_round(rounds)
-            web = bench_web(frames, model, port, work / "web", n=args.frames, warmup=20, threads=args.threads,
+            web = bench_web(frames, model, port, work / "web", n=args.web_frames, warmup=20, threads=args.threads,
                             pairs=args.web_pairs)
             log.info("memory of a running daemon (%.0f s)", args.rss_seconds)
             memory = rss_of_running_daemon(frames, model, port, work, args.rss_seconds, args.threads)
@@ -549,8 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="end-to-end rounds; the best round's median is the verdict (default %(default)s)")
-    parser.add_argument("--web-pairs", type=int, default=6,
-                        help="alternating rounds of page disabled / enabled-idle (default %(default)s)")
+    parser.add_argument("--web-pairs", type=int, default=16,
+                        help="alternating rounds of page disabled / enabled-idle (default %(default)s): many "
+                             "short rounds, so each mode meets a quiet moment of a shared machine")
+    parser.add_argument("--web-frames", type=int, default=100,
+                        help="frames measured per web-page round (default %(default)s)")
     parser.add_argument("--rss-seconds", type=float, default=8.0, help="how long the memory run lasts")
     parser.add_argument("--target", type=parse_target, action="append", default=[], metavar="NAME=VALUE",
                         help="replace a target (repeatable): " + ", ".join(f"{k}={v:g}" for k, v in TARGETS.items()))
