@@ -269,9 +269,11 @@ class Daemon:
                                         time.monotonic())
         t2 = time.perf_counter()
         timings = {"capture": wait_ms, **res.timings_ms, "publish": (t1 - t0) * 1e3, "monitor": (t2 - t1) * 1e3}
+        if self.web is not None:  # the page's share of the frame, also while nobody watches
+            if self.web.feed.wanted:  # someone watches: hand the picture over
+                self._offer_live(res, frame)
+            timings["web"] = (time.perf_counter() - t2) * 1e3
         self.state.on_frame(timings, len(res.faces), frame.time)
-        if self.web is not None and self.web.feed.wanted:  # someone watches the page: hand the picture over
-            self._offer_live(res, frame)
         if self.timings is not None:
             self.timings.append(timings)
         if not self._ready:
