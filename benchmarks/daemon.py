@@ -189,11 +189,13 @@ def daemon_config(state_dir: Path, model: Path, port: int, frames_path: Path, th
 
 
 def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
-                     threads: int, web: str = "disabled") -> dict:
+                     threads: int, web: str = "disabled", parts: Any = None) -> dict:
     """The daemon loop on ``n`` in-memory frames; per-frame stage times after ``warmup`` frames.
 
     ``web``: "disabled", "idle" (the page served, nobody watching) or "viewer" (one client on
-    the live stream from before the first frame to the end)."""
+    the live stream from before the first frame to the end). ``parts``: classifier and detector
+    already loaded (:func:`device.wiring.load_components`) to reuse, so rounds compared with
+    each other run the very same interpreters."""
     import threading
 
     from device.camera.capture import LatestFrameGrabber
@@ -210,7 +212,7 @@ def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: 
         data["web"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port(), "password_file": str(pw)}
     config_path = write_toml(workdir / "config.toml", data)
     cfg = load_config(config_path, env={})
-    parts = load_components(cfg)
+    parts = parts or load_components(cfg)
     start = viewer = None
     jpegs: list[int] = []
     if web == "viewer":
@@ -282,6 +284,117 @@ def watch_stream(port: int, start: Any, stop: Any, jpegs: list[int]) -> None:
     conn.close()
 
 
+class Baton:
+    """Frames for two daemons in turn (A, B, A, B, ...): each one processes its frame while the
+    other waits, so both modes see the same moments of a shared machine, frame by frame."""
+
+    def __init__(self, frames: list[np.ndarray], per_daemon: int):
+        import threading
+
+        self.frames = frames
+        self.total = 2 * per_daemon
+        self.handed = 0
+        self.turn = 0  # the slot whose frame comes next; passed on when a frame is processed
+        self.cond = threading.Condition()
+
+    @property
+    def done(self) -> bool:
+        return self.handed >= self.total
+
+    def grabber(self, slot: int) -> TurnGrabber:
+        return TurnGrabber(self, slot)
+
+
+class TurnGrabber:
+    """The camera grabber of one of the two daemons of a :class:`Baton` (slot 0 or 1)."""
+
+    def __init__(self, baton: Baton, slot: int):
+        self.baton = baton
+        self.slot = slot
+        self.stats: dict[str, Any] = {"status": "ok"}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        pass
+
+    @property
+    def ended(self) -> bool:
+        return self.baton.done
+
+    def get(self, timeout: float | None = None) -> Any:
+        from device.camera.capture import Frame
+
+        b = self.baton
+        with b.cond:
+            if not b.cond.wait_for(lambda: b.done or b.turn == self.slot, timeout):
+                return None
+            if b.done:
+                return None
+            i = b.handed
+            b.handed += 1
+            b.turn = -1  # nobody's until this frame is processed
+            frame = Frame(seq=i // 2, time=time.time(), mono=time.monotonic(), rgb=b.frames[(i // 2) % len(b.frames)])
+        return frame
+
+    def hand_over(self) -> None:
+        """This daemon processed its frame: the other's turn."""
+        with self.baton.cond:
+            self.baton.turn = 1 - self.slot
+            self.baton.cond.notify_all()
+
+
+def bench_web_interleaved(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
+                          threads: int, parts: Any) -> dict:
+    """The page disabled (daemon A) and enabled with nobody watching (daemon B), frame by frame
+    in turn: two real daemons on one classifier and detector, each in its own thread, each
+    frame processed while the other daemon waits. Per-frame time leaves out ``capture`` (here:
+    the wait for the other daemon's frame)."""
+    import threading
+
+    from device.config import load_config
+    from device.daemon import Daemon
+
+    baton = Baton(frames, n + warmup)
+    daemons = []
+    for slot, web in enumerate(("disabled", "idle")):
+        d = workdir / web
+        d.mkdir(parents=True, exist_ok=True)
+        data = daemon_config(d / "state", model, port, d, threads)
+        data["device_id"] = f"bench-{web}"
+        if web == "idle":
+            pw = d / "web-password"
+            pw.write_text(WEB_PASSWORD + "\n")
+            pw.chmod(0o600)
+            data["web"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port(), "password_file": str(pw)}
+        path = write_toml(d / "config.toml", data)
+        grabber = baton.grabber(slot)
+        daemons.append(Daemon(load_config(path, env={}), parts, exit_on_end=True, record_timings=True,
+                              config_path=path, grabber_factory=lambda cam, g=grabber: g))
+    # A daemon asks for its next frame only after processing the last one: wake the other then.
+    for dm in daemons:
+        dm._install_signals = lambda: None  # they run in threads; signals are the main thread's
+        dm.state_on_frame = dm.state.on_frame
+
+        def on_frame(*a, dm=dm, **k):
+            dm.state_on_frame(*a, **k)
+            dm.grabber.hand_over()
+        dm.state.on_frame = on_frame
+    threads_ = [threading.Thread(target=dm.run, name=f"bench-{i}") for i, dm in enumerate(daemons)]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join(600)
+    out = {}
+    for name, dm in zip(("disabled", "idle"), daemons, strict=True):
+        rows = (dm.timings or [])[warmup:]
+        out[name] = summary([sum(v for k, v in r.items() if k != "capture") for r in rows])
+        if name == "idle":
+            out["web_stage_ms"] = summary([r.get("web", 0.0) for r in rows])
+    return out
+
+
 def paired_change(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     """(median % change, median ms change) of B over A across ``(a, b)`` pairs of round medians.
 
@@ -293,36 +406,46 @@ def paired_change(pairs: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def bench_web(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n: int, warmup: int,
-              threads: int, pairs: int) -> dict:
-    """The page's cost per frame: rounds with the page disabled paired with rounds of the page
-    enabled and nobody watching (``pairs`` pairs), then with one viewer on the stream
-    (``pairs // 4`` pairs, at least 2); each pair in alternating order (AB, BA, ...: a machine
-    getting busier slows both alike). The change is the median over pairs
-    (:func:`paired_change`); every round is reported."""
-    runs: dict[str, list[float]] = {"disabled": [], "idle": [], "viewer": []}
-    paired: dict[str, list[tuple[float, float]]] = {"idle": [], "viewer": []}
-    jpegs = []
-    for other, count in (("idle", pairs), ("viewer", max(2, pairs // 4))):
-        for i in range(count):
-            order = ("disabled", other) if i % 2 == 0 else (other, "disabled")
-            got = {}
-            for mode in order:
-                log.info("web page %s, pair %d of %d", mode, i + 1, count)
-                r = bench_end_to_end(frames, model, port, workdir / f"{other}{i}-{mode}", n, warmup, threads,
-                                     web=mode)
-                got[mode] = r["total"]["median_ms"]
-                runs[mode].append(got[mode])
-                if mode == "viewer":
-                    jpegs.append(r["viewer_jpegs"])
-                gc.collect()
-            paired[other].append((got["disabled"], got[other]))
-    idle_pct, _ = paired_change(paired["idle"])
-    viewer_pct, viewer_ms = paired_change(paired["viewer"])
-    med = {k: round(float(np.median(v)), 3) for k, v in runs.items()}
+              threads: int, rounds: int) -> dict:
+    """The page's cost per frame, on one classifier and detector for every round (the modes
+    differ by the page only):
+
+    * enabled with nobody watching vs disabled: ``rounds`` interleaved rounds
+      (:func:`bench_web_interleaved`, frame by frame in turn); the change is the median over
+      the rounds of their per-frame medians' change, the verdict of ``web_idle_pct``;
+    * one viewer on the live stream vs disabled: ``rounds`` pairs of whole rounds back to back in
+      alternating order (a viewer's JPEGs are encoded in its own thread, which would slow the
+      other daemon of an interleaved round too); reported, no target.
+    """
+    from device.config import config_from_dict
+    from device.wiring import load_components
+
+    parts = load_components(config_from_dict(daemon_config(workdir, model, port, workdir, threads), env={}))
+    inter = []
+    for i in range(rounds):
+        log.info("web page disabled / enabled, frame by frame, round %d of %d", i + 1, rounds)
+        inter.append(bench_web_interleaved(frames, model, port, workdir / f"inter{i}", n, warmup, threads, parts))
+        gc.collect()
+    idle_pct, _ = paired_change([(r["disabled"]["median_ms"], r["idle"]["median_ms"]) for r in inter])
+    pairs, jpegs = [], []
+    for i in range(rounds):
+        got = {}
+        for mode in (("disabled", "viewer") if i % 2 == 0 else ("viewer", "disabled")):
+            log.info("web page %s, pair %d of %d", mode, i + 1, rounds)
+            r = bench_end_to_end(frames, model, port, workdir / f"viewer{i}-{mode}", n, warmup, threads,
+                                 web=mode, parts=parts)
+            got[mode] = r["total"]["median_ms"]
+            if mode == "viewer":
+                jpegs.append(r["viewer_jpegs"])
+            gc.collect()
+        pairs.append((got["disabled"], got["viewer"]))
+    viewer_pct, viewer_ms = paired_change(pairs)
     return {
-        "rounds_ms": runs, "pairs": paired, "disabled_ms": med["disabled"], "idle_ms": med["idle"],
-        "viewer_ms": med["viewer"], "idle_pct": idle_pct, "viewer_added_ms": viewer_ms, "viewer_pct": viewer_pct,
-        "viewer_jpegs": jpegs,
+        "interleaved": inter, "idle_pct": idle_pct,
+        "disabled_ms": round(float(np.median([r["disabled"]["median_ms"] for r in inter])), 3),
+        "idle_ms": round(float(np.median([r["idle"]["median_ms"] for r in inter])), 3),
+        "web_stage_ms": round(float(np.median([r["web_stage_ms"]["median_ms"] for r in inter])), 4),
+        "viewer_pairs": pairs, "viewer_added_ms": viewer_ms, "viewer_pct": viewer_pct, "viewer_jpegs": jpegs,
     }
 
 
@@ -490,13 +613,14 @@ def table(result: dict) -> str:
     mem, imp, web = result["memory"], result["imports"], result["web"]
     lines += [
         "",
-        f"web page, per-frame median (median of rounds): disabled {web['disabled_ms']:.3f} ms, enabled with "
-        f"nobody watching {web['idle_ms']:.3f} ms, one viewer {web['viewer_ms']:.3f} ms",
-        f"  enabled, nobody watching vs disabled: {web['idle_pct']:+.2f} % (median over {len(web['pairs']['idle'])} "
-        f"back-to-back pairs)",
-        f"  one viewer vs disabled: {web['viewer_added_ms']:+.3f} ms, {web['viewer_pct']:+.2f} % "
-        f"(median over {len(web['pairs']['viewer'])} pairs; the viewer got {sum(web['viewer_jpegs'])} JPEGs)",
-        "  rounds ms: " + "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in web["rounds_ms"].items()),
+        f"web page, enabled with nobody watching vs disabled, frame by frame in turn "
+        f"({len(web['interleaved'])} rounds; per-frame median without capture): {web['idle_pct']:+.2f} % "
+        f"(disabled {web['disabled_ms']:.3f} ms, enabled {web['idle_ms']:.3f} ms; its own stage {web['web_stage_ms']} ms)",
+        "  rounds (disabled / enabled ms): " + ", ".join(
+            f"{r['disabled']['median_ms']:.2f} / {r['idle']['median_ms']:.2f}" for r in web["interleaved"]),
+        f"web page with one viewer vs disabled: {web['viewer_added_ms']:+.3f} ms per frame ({web['viewer_pct']:+.2f} %, "
+        f"median over {len(web['viewer_pairs'])} back-to-back pairs; the viewer got {sum(web['viewer_jpegs'])} JPEGs)",
+        "  pairs (disabled / viewer ms): " + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in web["viewer_pairs"]),
         "",
         f"daemon RSS: {mem['rss_mb']} MB now, {mem['rss_max_mb']} MB max sampled, peak (VmHWM) {mem['peak_hwm_mb']} MB",
         f"import device: {imp['import_device_s'] * 1000:.1f} ms; all daemon modules + {imp['interpreter']}: "
@@ -533,8 +657,8 @@ def measure(args: argparse.Namespace) -> dict:
                 # their thread pools stay alive and the next round shares the cores with them.
                 gc.collect()
             e2e = best_round(rounds)
-            web = bench_web(frames, model, port, work / "web", n=args.web_frames, warmup=20, threads=args.threads,
-                            pairs=args.web_pairs)
+            web = bench_web(frames, model, port, work / "web", n=args.frames, warmup=20, threads=args.threads,
+                            rounds=args.web_rounds)
             log.info("memory of a running daemon (%.0f s)", args.rss_seconds)
             memory = rss_of_running_daemon(frames, model, port, work, args.rss_seconds, args.threads)
         finally:
@@ -562,11 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="end-to-end rounds; the best round's median is the verdict (default %(default)s)")
-    parser.add_argument("--web-pairs", type=int, default=16,
-                        help="alternating rounds of page disabled / enabled-idle (default %(default)s): many "
-                             "short rounds, so each mode meets a quiet moment of a shared machine")
-    parser.add_argument("--web-frames", type=int, default=100,
-                        help="frames measured per web-page round (default %(default)s)")
+    parser.add_argument("--web-rounds", type=int, default=3,
+                        help="rounds of the web page's cost, with and without a viewer (default %(default)s)")
     parser.add_argument("--rss-seconds", type=float, default=8.0, help="how long the memory run lasts")
     parser.add_argument("--target", type=parse_target, action="append", default=[], metavar="NAME=VALUE",
                         help="replace a target (repeatable): " + ", ".join(f"{k}={v:g}" for k, v in TARGETS.items()))

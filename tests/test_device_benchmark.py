@@ -71,7 +71,7 @@ def test_benchmark_runs_writes_its_json_and_fails_on_an_impossible_target(detect
     out = tmp_path / "bench.json"
     generous = [f"--target={k}=1e9" for k in TARGETS if k != "import_s"]
     proc = _bench("--model", str(tiny_classifier), "--frames", "40", "--rounds", "2", "--rss-seconds", "3",
-                  "--web-pairs", "2", "--web-frames", "40",
+                  "--web-rounds", "2",
                   "--out", str(out), *generous, "--target", "import_s=0")  # no interpreter starts in 0 s
     assert proc.returncode == EXIT_MISSED, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "target missed: import_s" in proc.stderr
@@ -94,8 +94,11 @@ def test_benchmark_runs_writes_its_json_and_fails_on_an_impossible_target(detect
     assert doc["broker"].startswith("mosquitto on 127.0.0.1:")
     assert "rounds (median / p95 ms)" in proc.stdout and "MISSED" in proc.stdout
     web = doc["web"]  # the page disabled vs served to nobody, alternating, then one viewer
-    assert [len(web["rounds_ms"][k]) for k in ("disabled", "idle", "viewer")] == [4, 2, 2]
-    assert [len(web["pairs"][k]) for k in ("idle", "viewer")] == [2, 2]
+    assert len(web["interleaved"]) == 2 and len(web["viewer_pairs"]) == 2
+    for r in web["interleaved"]:  # both daemons processed every frame, in turn
+        assert r["disabled"]["n"] == r["idle"]["n"] == 40
+    assert web["idle_pct"] == paired_change([(r["disabled"]["median_ms"], r["idle"]["median_ms"])
+                                             for r in web["interleaved"]])[0]
+    assert 0 <= web["web_stage_ms"] < 0.1  # nobody watching: a check per frame
     assert all(n >= 1 for n in web["viewer_jpegs"])  # the viewer really got the live view
-    assert web["idle_pct"] == paired_change(web["pairs"]["idle"])[0]
-    assert "enabled, nobody watching vs disabled" in proc.stdout
+    assert "enabled with nobody watching vs disabled, frame by frame" in proc.stdout
