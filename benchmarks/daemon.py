@@ -238,6 +238,8 @@ def bench_end_to_end(frames: list[np.ndarray], model: Path, port: int, workdir: 
     out = {"frames": len(rows), "detector": parts.detector.describe(), "total": summary(totals), "stages": {},
            "wall_s": round(wall, 2), "events": daemon.state.events_total, "mqtt": daemon.sink_status().get("mqtt"),
            "viewer_jpegs": sum(jpegs)}
+    if rows and "web" in rows[0]:
+        out["web_stage"] = summary([r["web"] for r in rows])
     for stage in STAGES:
         vals = [r.get(stage, 0.0) for r in rows]
         out["stages"][stage] = summary(vals)
@@ -395,6 +397,23 @@ def bench_web_interleaved(frames: list[np.ndarray], model: Path, port: int, work
     return out
 
 
+def bench_jpeg(frame: np.ndarray, runs: int = 30) -> dict:
+    """ms to draw, pixelate and encode one live-view JPEG of ``frame`` (two faces, two tracks):
+    what one viewer costs the viewer's thread per frame it gets."""
+    from device.captures import encode_jpeg
+    from device.web.stream import JPEG_QUALITY, LiveFrame, TrackBox, render
+
+    boxes = np.array([[60, 120, 260, 370], [351, 140, 541, 380]], np.float32)
+    live = LiveFrame(frame, boxes, [TrackBox(i, tuple(b), "without_mask", 0.9) for i, b in enumerate(boxes)],
+                     source_size=(frame.shape[1], frame.shape[0]))
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        encode_jpeg(render(live, blur_faces=True, margin=0.2), JPEG_QUALITY)
+        times.append((time.perf_counter() - t) * 1e3)
+    return summary(times)
+
+
 def paired_change(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     """(median % change, median ms change) of B over A across ``(a, b)`` pairs of round medians.
 
@@ -427,7 +446,7 @@ def bench_web(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n
         inter.append(bench_web_interleaved(frames, model, port, workdir / f"inter{i}", n, warmup, threads, parts))
         gc.collect()
     idle_pct, _ = paired_change([(r["disabled"]["median_ms"], r["idle"]["median_ms"]) for r in inter])
-    pairs, jpegs = [], []
+    pairs, jpegs, viewer_stage = [], [], []
     for i in range(rounds):
         got = {}
         for mode in (("disabled", "viewer") if i % 2 == 0 else ("viewer", "disabled")):
@@ -437,10 +456,12 @@ def bench_web(frames: list[np.ndarray], model: Path, port: int, workdir: Path, n
             got[mode] = r["total"]["median_ms"]
             if mode == "viewer":
                 jpegs.append(r["viewer_jpegs"])
+                viewer_stage.append(r["web_stage"]["median_ms"])
             gc.collect()
         pairs.append((got["disabled"], got["viewer"]))
     viewer_pct, viewer_ms = paired_change(pairs)
     return {
+        "viewer_stage_ms": round(float(np.median(viewer_stage)), 4), "jpeg_ms": bench_jpeg(frames[0]),
         "interleaved": inter, "idle_pct": idle_pct,
         "disabled_ms": round(float(np.median([r["disabled"]["median_ms"] for r in inter])), 3),
         "idle_ms": round(float(np.median([r["idle"]["median_ms"] for r in inter])), 3),
@@ -618,7 +639,9 @@ def table(result: dict) -> str:
         f"(disabled {web['disabled_ms']:.3f} ms, enabled {web['idle_ms']:.3f} ms; its own stage {web['web_stage_ms']} ms)",
         "  rounds (disabled / enabled ms): " + ", ".join(
             f"{r['disabled']['median_ms']:.2f} / {r['idle']['median_ms']:.2f}" for r in web["interleaved"]),
-        f"web page with one viewer vs disabled: {web['viewer_added_ms']:+.3f} ms per frame ({web['viewer_pct']:+.2f} %, "
+        f"web page with one viewer: hand-over in the loop {web['viewer_stage_ms']} ms per frame; each JPEG "
+        f"(draw, pixelate, encode) {web['jpeg_ms']['median_ms']:.2f} ms in the viewer's thread, at most max_fps a second",
+        f"  rounds with one viewer vs disabled: {web['viewer_added_ms']:+.3f} ms per frame ({web['viewer_pct']:+.2f} %, "
         f"median over {len(web['viewer_pairs'])} back-to-back pairs; the viewer got {sum(web['viewer_jpegs'])} JPEGs)",
         "  pairs (disabled / viewer ms): " + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in web["viewer_pairs"]),
         "",

@@ -101,4 +101,5 @@ def test_benchmark_runs_writes_its_json_and_fails_on_an_impossible_target(detect
                                              for r in web["interleaved"]])[0]
     assert 0 <= web["web_stage_ms"] < 0.1  # nobody watching: a check per frame
     assert all(n >= 1 for n in web["viewer_jpegs"])  # the viewer really got the live view
+    assert web["viewer_stage_ms"] >= 0 and web["jpeg_ms"]["median_ms"] > 0
     assert "enabled with nobody watching vs disabled, frame by frame" in proc.stdout
