@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="end-to-end rounds; the best round's median is the verdict (default %(default)s)")
-    parser.add_argument("--web-rounds", type=int, default=3,
+    parser.add_argument("--web-rounds", type=int, default=5,
                         help="rounds of the web page's cost, with and without a viewer (default %(default)s)")
     parser.add_argument("--rss-seconds", type=float, default=8.0, help="how long the memory run lasts")
     parser.add_argument("--target", type=parse_target, action="append", default=[], metavar="NAME=VALUE",

@@ -98,9 +98,8 @@ def setup(tmp_path, video, tiny_classifier, detector_model, broker):
         tracker={"evidence_frames": 2, "timeout_s": 0.8, "cooldown_s": 0.0},
         uncertain={"enabled": False},
         web={"enabled": True, "bind": "127.0.0.1", "port": port, "password_file": str(pw), "max_fps": 5.0},
+        state_interval_s=1.0,
     )
-    cfg.pop("state_interval_s")
-    cfg["state_interval_s"] = 1.0
     config = write_config(tmp_path / "config.toml", cfg)
     config.write_text("# written by hand: this comment must survive the page's save\n" + config.read_text())
     rec = Recorder("127.0.0.1", broker.port).start()
