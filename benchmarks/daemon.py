@@ -287,8 +287,10 @@ def watch_stream(port: int, start: Any, stop: Any, jpegs: list[int]) -> None:
 
 
 class Baton:
-    """Frames for two daemons in turn (A, B, A, B, ...): each one processes its frame while the
-    other waits, so both modes see the same moments of a shared machine, frame by frame."""
+    """Frames for two daemons in turn: each one processes its frame while the other waits, so
+    both modes see the same moments of a shared machine, frame by frame. Both get the same
+    picture one after the other, in the order A B, B A, A B, ... (the second one finds the
+    picture in the CPU's caches, so neither may always be second)."""
 
     def __init__(self, frames: list[np.ndarray], per_daemon: int):
         import threading
@@ -296,8 +298,13 @@ class Baton:
         self.frames = frames
         self.total = 2 * per_daemon
         self.handed = 0
-        self.turn = 0  # the slot whose frame comes next; passed on when a frame is processed
+        self.busy = False  # a frame is being processed
         self.cond = threading.Condition()
+
+    def slot(self) -> int:
+        """Whose frame is next: A B for even pictures, B A for odd ones."""
+        pair, pos = divmod(self.handed, 2)
+        return pos if pair % 2 == 0 else 1 - pos
 
     @property
     def done(self) -> bool:
@@ -330,20 +337,20 @@ class TurnGrabber:
 
         b = self.baton
         with b.cond:
-            if not b.cond.wait_for(lambda: b.done or b.turn == self.slot, timeout):
+            if not b.cond.wait_for(lambda: b.done or (not b.busy and b.slot() == self.slot), timeout):
                 return None
             if b.done:
                 return None
             i = b.handed
             b.handed += 1
-            b.turn = -1  # nobody's until this frame is processed
+            b.busy = True
             frame = Frame(seq=i // 2, time=time.time(), mono=time.monotonic(), rgb=b.frames[(i // 2) % len(b.frames)])
         return frame
 
     def hand_over(self) -> None:
-        """This daemon processed its frame: the other's turn."""
+        """This daemon processed its frame: the next one's turn."""
         with self.baton.cond:
-            self.baton.turn = 1 - self.slot
+            self.baton.busy = False
             self.baton.cond.notify_all()
 
 
