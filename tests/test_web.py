@@ -322,3 +322,101 @@ def test_entrance_region_keeps_only_faces_centred_inside():
     assert not keep_face((20, 100, 80, 160), 16, [], entrance)
     assert not keep_face((120, 100, 180, 160), 16, [(100, 50, 200, 200)], entrance)
     assert keep_face((20, 100, 80, 160), 16, [], None)
+
+
+# --------------------------------------------------------------------------------------------
+# The page inside a running daemon (no browser: the Pi-like env runs this too)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_running_daemon_applies_saved_zones_and_sends_an_uncounted_test_alert(
+    tmp_path, faces, tiny_classifier, detector_model
+):
+    import signal
+
+    from device.daemon import Daemon
+    from device.wiring import load_components
+    from tests.daemon_helpers import daemon_config, wait_until, write_config
+    from tests.test_daemon import MemorySink
+    from train.broker import free_port
+    from train.data.walks import Walk, render, write_frames
+
+    # A face standing still for 20 frames, gone for 20, again and again (a poster in view).
+    frames = write_frames(tmp_path / "frames", render(faces, [Walk(0, 0, 19, 230, 230, y=110, width=170)], 40))
+    pw = tmp_path / "web-password"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
+    path = write_config(tmp_path / "config.toml", daemon_config(
+        tmp_path, frames=frames, model=tiny_classifier, detector=detector_model, port=free_port(),
+        camera={"fps": 20.0, "loop": True, "realtime": True},
+        classifier={"model_path": str(tiny_classifier), "num_threads": 1, "threshold": 0.0},
+        tracker={"evidence_frames": 2, "timeout_s": 0.4, "cooldown_s": 0.0}, uncertain={"enabled": False},
+        web={"enabled": True, "bind": "127.0.0.1", "port": free_port(), "password_file": str(pw)}))
+    cfg = load_config(path, env={})
+    memory = MemorySink()
+    daemon = Daemon(cfg, load_components(cfg), config_path=path, sinks=lambda home: [memory])
+    found: dict = {}
+
+    def news():
+        return [e for e in memory.events if e.type == "new"]
+
+    def drive():
+        try:
+            wait_until(lambda: daemon.web is not None and daemon.web.server is not None, 30, "the page")
+            c = Client(daemon.web)
+            assert c.login() == 303
+            csrf = c.csrf()
+            wait_until(lambda: len(news()) >= 2, 30, "the face's events on two loops")
+            status, _, body = c.request("POST", "/api/test-alert", "{}", {"X-CSRF-Token": csrf})
+            found["test_id"] = json.loads(body)["event"]["event_id"]
+            wait_until(lambda: any(e.type == "test" for e in memory.events), 10, "the test event")
+            zones = {"ignore_regions": [[180, 60, 450, 420]], "entrance_region": None}
+            status, _, body = c.request("POST", "/api/zones", json.dumps(zones), {"X-CSRF-Token": csrf})
+            assert status == 200, body
+            wait_until(lambda: daemon.pipeline.ignore_regions == [(180.0, 60.0, 450.0, 420.0)], 10, "the zones")
+            found["applied_at"] = time.time()
+            time.sleep(4.5)  # two loops of the frames: the face came back twice
+        finally:
+            daemon.stop_event.set()
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    helper = threading.Thread(target=drive, daemon=True)
+    helper.start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    helper.join(10)
+    assert "applied_at" in found, f"the page's requests did not go through: {found}"
+    test_events = [e for e in memory.events if e.type == "test"]
+    assert [e.event_id for e in test_events] == [found["test_id"]]
+    # never counted: the state's event count moved only with the face's own events
+    assert daemon.state.events_total == sum(1 for e in memory.events if e.type != "test")
+    assert sum(daemon.state.people.total.values()) == len(news())
+    late = [e for e in news() if e.frame_time > found["applied_at"] + 0.3]
+    assert late == [], "the face in the ignore region still produced events"
+    assert load_config(path, env={}).detector.ignore_regions == [(180, 60, 450, 420)]  # the file says so too
+
+
+def test_unit_lets_the_service_write_only_its_config_folder_and_install_web_makes_a_password(tmp_path):
+    import subprocess
+
+    from tests.test_systemd import INSTALL, UNIT, parse_unit
+
+    service = parse_unit(UNIT.read_text())["Service"]
+    assert service["ReadWritePaths"] == ["/etc/maskwatch"]  # the config file's folder, nothing else
+    assert service["ProtectSystem"] == ["strict"]
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {**os.environ, "MASKWATCH_INSTALL_ROOT": str(root)}
+    r = subprocess.run(["bash", str(INSTALL), "--dry-run", "--web"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"install -d -m 0770 -o root -g maskwatch {root}/etc/maskwatch" in r.stdout
+    assert f"write {root}/etc/maskwatch/web-password: <a random password> (0640 root:maskwatch)" in r.stdout
+    assert 'password_file = "' + f'{root}/etc/maskwatch/web-password"' in r.stdout
+    r = subprocess.run(["bash", str(INSTALL), "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "web-password" not in r.stdout  # off unless asked for
+    assert f"install -d -m 0755 -o root -g root {root}/etc/maskwatch" in r.stdout
