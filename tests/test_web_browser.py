@@ -35,7 +35,7 @@ from tests.skip_policy import NO_BROWSER
 from train.broker import free_port
 from train.data.walks import Walk, render
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PASSWORD = "open sesame at the door"
@@ -56,6 +56,7 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager, were it ever asked, must not download
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.skip(f"{', '.join(missing)} absent: apt-get install -y chromium chromium-driver (.ci/run does)")
