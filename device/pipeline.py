@@ -77,6 +77,9 @@ class FrameResult:
     view_boxes: np.ndarray | None = None
     #: view pixels per source-frame pixel along x and y (1.0 when it was not downscaled).
     scale: tuple[float, float] = (1.0, 1.0)
+    #: Every detected face's box in :attr:`view`'s pixels, also those filtered out (N,4): the web
+    #: page pixelates all of them, a face in an ignore region (a mirror) included.
+    detected_boxes: np.ndarray | None = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -146,7 +149,9 @@ class Pipeline:
             events = list(self.tracker.update(boxes, scores, now, frame_size=size))
         t3 = self.clock()
         timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3, "track": (t3 - t2) * 1e3}
-        return FrameResult(faces, len(detected), probs, scores, events, timings, rgb, view_boxes, scale)
+        detected_boxes = np.array([f.box for f in detected], dtype=np.float32).reshape(-1, 4)
+        return FrameResult(faces, len(detected), probs, scores, events, timings, rgb, view_boxes, scale,
+                           detected_boxes)
 
     def expire(self, now: float) -> list[Any]:
         """No frame this time: the ``end`` events of people not seen for the tracker's timeout."""

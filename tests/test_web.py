@@ -420,3 +420,17 @@ def test_unit_lets_the_service_write_only_its_config_folder_and_install_web_make
     r = subprocess.run(["bash", str(INSTALL), "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "web-password" not in r.stdout  # off unless asked for
     assert f"install -d -m 0755 -o root -g root {root}/etc/maskwatch" in r.stdout
+
+
+def test_the_live_view_pixelates_ignored_faces_too():
+    """A face in an ignore region (a mirror, a poster of a real person) is not reported, but the
+    live view must not show it unblurred either."""
+    from device.pipeline import FrameResult
+    from device.web.stream import live_frame
+
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    kept = np.array([[2, 2, 12, 12]], np.float32)
+    every = np.array([[2, 2, 12, 12], [30, 20, 50, 40]], np.float32)  # the second one was ignored
+    result = FrameResult([], 2, np.zeros((1, 2)), np.zeros(1), [], {}, rgb, kept, (1.0, 1.0), every)
+    live = live_frame(result, [], [(25, 15, 60, 45)], None, (64, 48), "without_mask")
+    assert np.array_equal(live.faces, every)

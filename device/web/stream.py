@@ -42,7 +42,7 @@ class LiveFrame:
     """What the daemon hands over: the detector's picture and what it found, all in its pixels."""
 
     rgb: np.ndarray
-    faces: np.ndarray  # (N, 4) every kept face (pixelated when blur_faces)
+    faces: np.ndarray  # (N, 4) every detected face, ignored ones too (pixelated when blur_faces)
     tracks: list[TrackBox]
     ignore_regions: list[tuple[float, float, float, float]] = field(default_factory=list)
     entrance_region: tuple[float, float, float, float] | None = None
@@ -162,7 +162,7 @@ def live_frame(result, tracks: Sequence, ignore_regions: Sequence, entrance_regi
     zones = result.to_view(list(ignore_regions)) if ignore_regions else []
     entrance = tuple(result.to_view([entrance_region])[0]) if entrance_region is not None else None
     return LiveFrame(
-        rgb=result.view, faces=result.view_boxes,
+        rgb=result.view, faces=result.detected_boxes if result.detected_boxes is not None else result.view_boxes,
         tracks=[TrackBox(t.id, tuple(b), t.label, float(t.score) if t.label in (None, alert_label)
                          else 1.0 - float(t.score)) for t, b in zip(tracks, view, strict=True)],
         ignore_regions=[tuple(z) for z in zones], entrance_region=entrance, source_size=source_size,
