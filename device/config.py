@@ -203,21 +203,28 @@ def resolve_path(text: str, base_dir: Path | None) -> Path:
 def _regions(name: str, value: Any) -> list[tuple[int, int, int, int]]:
     if not isinstance(value, (list, tuple)):
         raise ConfigError(name, f"must be a list of [x0, y0, x1, y1] pixel boxes, got {shorten(value)}")
-    regions = []
-    for i, box in enumerate(value):
-        ok = (
-            isinstance(box, (list, tuple))
-            and len(box) == 4
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)
-            and box[0] < box[2]
-            and box[1] < box[3]
-        )
-        if not ok:
-            raise ConfigError(
-                name, f"entry {i} must be [x0, y0, x1, y1] integers >= 0 with x0 < x1 and y0 < y1, got {box!r}"
-            )
-        regions.append(tuple(box))
-    return regions
+    return [_box(name, box, f"entry {i} must be") for i, box in enumerate(value)]
+
+
+def _box(name: str, box: Any, what: str) -> tuple[int, int, int, int]:
+    """One [x0, y0, x1, y1] pixel box (ignore regions, the entrance region), or ConfigError."""
+    ok = (
+        isinstance(box, (list, tuple))
+        and len(box) == 4
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)
+        and box[0] < box[2]
+        and box[1] < box[3]
+    )
+    if not ok:
+        raise ConfigError(name, f"{what} [x0, y0, x1, y1] integers >= 0 with x0 < x1 and y0 < y1, got {box!r}")
+    return tuple(box)
+
+
+def _optional_region(name: str, value: Any) -> tuple[int, int, int, int] | None:
+    """The entrance region: one pixel box, or ``[]`` (TOML has no null) for the whole frame."""
+    if isinstance(value, (list, tuple)) and len(value) == 0:
+        return None
+    return _box(name, value, "must be [] (the whole frame) or")
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,6 +270,8 @@ class DetectorConfig:
     score_threshold: float | None = setting(None, ge=0, le=1)
     min_face: int = setting(16, ge=0, le=8192)  # the import's smallest face: smaller ones were never trained on
     ignore_regions: list[tuple[int, int, int, int]] = setting(default_factory=list, convert=_regions)  # px boxes
+    #: Only faces whose centre lies in this box count (None or ``[]``: the whole frame); the web page draws it.
+    entrance_region: tuple[int, int, int, int] | None = setting(None, convert=_optional_region)
     num_threads: int = setting(2, ge=1, le=64)
     #: Faces per frame passed on to the classifier, the largest first (a bound on work per frame:
     #: ~0.5 ms a face here). 16 lost a third of the faces in the crowd photos of faces-voc.
@@ -375,15 +384,24 @@ class MqttConfig:
 
 @dataclass
 class WebConfig:
-    """The live web page the daemon serves (issue 13); ``maskwatch provision --web-password``
-    turns it on. Only the shared contract's fields: issue 13 owns the rules behind them."""
+    """The set-up page (``device/web/``): off by default, and never on without a password."""
 
     enabled: bool = False
-    bind: str = setting("0.0.0.0", nonempty=True)
+    bind: str = setting("0.0.0.0", nonempty=True)  # all interfaces of the LAN; "127.0.0.1" for local only
     port: int = setting(8080, ge=1, le=65535)
-    password_file: str | None = setting(None, path=True, nonempty=True)  # read with read_password_file
-    blur_faces: bool = True
-    max_fps: float = setting(5.0, gt=0, le=60)
+    password_file: str | None = setting(None, path=True, nonempty=True)  # see read_password_file
+    blur_faces: bool = True  # pixelate faces in the live view (switch off while aiming the camera)
+    max_fps: float = setting(5.0, gt=0, le=30)
+
+    def check(self) -> None:
+        if self.enabled and not self.password_file:
+            raise ConfigError("web.password_file", "is required when web.enabled = true: the page is off until "
+                                                   "a password is configured (systemd/install.sh --web makes one)")
+        if self.password_file:  # read at start by the page; checked here so `check` finds a bad one
+            try:
+                read_password_file(self.password_file)
+            except ValueError as exc:
+                raise ConfigError("web.password_file", str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,6 +469,7 @@ class DaemonConfig:
         self.camera.check(base_dir)
         self.uncertain.check()
         self.mqtt.check(self.device_id)
+        self.web.check()
 
 
 # --------------------------------------------------------------------------------------------

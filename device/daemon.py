@@ -52,22 +52,24 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     cfg = load_config(args.config)
     parts = load_components(cfg)  # classifier, card, detector: every file problem raises here
-    daemon = Daemon(cfg, parts, max_frames=args.max_frames, exit_on_end=args.exit_on_end)
+    daemon = Daemon(cfg, parts, max_frames=args.max_frames, exit_on_end=args.exit_on_end, config_path=args.config)
     return daemon.run()
 
 
 class Daemon:
     def __init__(self, cfg: Any, parts: Any, *, max_frames: int | None = None, exit_on_end: bool = False,
                  grabber_factory: Any = None, record_timings: bool = False,
-                 sinks: Callable[[Path], Sequence[Any]] | None = None):
+                 sinks: Callable[[Path], Sequence[Any]] | None = None, config_path: Path | None = None):
         """``grabber_factory(camera_cfg)`` replaces the camera grabber and ``record_timings`` keeps
         every frame's stage times in :attr:`timings` (both for the benchmark). ``sinks(state_home)``
-        makes the event sinks (default: :func:`device.wiring.make_sinks` of ``cfg``)."""
+        makes the event sinks (default: :func:`device.wiring.make_sinks` of ``cfg``).
+        ``config_path``: the file ``cfg`` came from, where the web page saves its zones (the page
+        is served only with ``web.enabled`` and a config file)."""
         from device.captures import Monitor
         from device.health import Notifier, Watchdog
         from device.ratelimit import RateLimitedLog
         from device.state import DeviceState
-        from device.wiring import make_pipeline, make_sinks
+        from device.wiring import make_pipeline, make_sinks, make_web_page
 
         self.cfg = cfg
         self.parts = parts
@@ -78,6 +80,7 @@ class Daemon:
         self.pipeline = make_pipeline(cfg, parts)
         self.sink_factory = sinks or (lambda home: make_sinks(cfg, parts, home))
         self.sinks: list[Any] = []
+        self.web = make_web_page(cfg, parts, config_path)  # None unless [web] enabled
         self.errlog = RateLimitedLog(log)
         self.state_dir = Path(cfg.state_dir)
         self._prepare_state_dir()
@@ -148,6 +151,14 @@ class Daemon:
         for sink in self.sink_factory(self._outbox_home()):
             self.sinks.append(sink)  # stopped on the way out even when its start fails
             sink.start()
+        if self.web is not None:
+            try:
+                self.web.start()
+            except (OSError, ValueError) as exc:  # port taken, password file gone: detection goes on
+                log.error("web page not started: %s", exc)
+                self.web = None
+            else:
+                self.sinks.append(self.web)
 
     def sink_status(self) -> dict[str, Any]:
         """Each sink's status by its name (``{"mqtt": {...}}``)."""
@@ -170,6 +181,8 @@ class Daemon:
             while not self.stop_event.is_set():
                 if not self._step():
                     break
+                if self.web is not None and self.web.has_requests:
+                    self._web_requests()
                 # Fed only while frames make it through the pipeline: a stalled camera or a
                 # pipeline that fails on every frame both get the daemon restarted by systemd.
                 self.watchdog.tick(None if self._last_ok is None else time.monotonic() - self._last_ok)
@@ -256,6 +269,10 @@ class Daemon:
                                         time.monotonic())
         t2 = time.perf_counter()
         timings = {"capture": wait_ms, **res.timings_ms, "publish": (t1 - t0) * 1e3, "monitor": (t2 - t1) * 1e3}
+        if self.web is not None:  # the page's share of the frame, also while nobody watches
+            if self.web.feed.wanted:  # someone watches: hand the picture over
+                self._offer_live(res, frame)
+            timings["web"] = (time.perf_counter() - t2) * 1e3
         self.state.on_frame(timings, len(res.faces), frame.time)
         if self.timings is not None:
             self.timings.append(timings)
@@ -294,6 +311,29 @@ class Daemon:
                 # e.g. the outbox could not take it (disk full, read-only): keep running, say so in state.
                 self.publish_errors += 1
                 self.errlog.error("cannot publish %s to %s: %s", what, sink.name, exc)
+
+    # ----------------------------------------------------------------------------- web page
+
+    def _offer_live(self, res: Any, frame: Any) -> None:
+        from device.web.stream import live_frame
+
+        h, w = frame.rgb.shape[:2]
+        source = (round(w / frame.scale[0]), round(h / frame.scale[1]))
+        p = self.pipeline
+        self.web.feed.offer(live_frame(res, p.tracks, p.ignore_regions, p.entrance_region, source,
+                                       self.alert_label))
+
+    def _web_requests(self) -> None:
+        """What the page asked for, between two frames: new zones, a test alert."""
+        from device.web.page import ApplyZones
+
+        for item in self.web.take_requests():
+            if isinstance(item, ApplyZones):
+                self.pipeline.set_zones(item.ignore_regions, item.entrance_region)
+                log.info("zones applied: ignore %s, entrance %s", item.ignore_regions, item.entrance_region)
+            else:  # SendTestAlert: to every sink like an event, never counted in the state
+                log.info("test alert %s", item.event.event_id)
+                self._publish("test event", lambda sink, ev=item.event: sink.publish_event(ev))
 
     # ----------------------------------------------------------------------------- state
 

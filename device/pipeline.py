@@ -34,19 +34,24 @@ def in_region(x: float, y: float, region: Region) -> bool:
     return min(x0, x1) <= x <= max(x0, x1) and min(y0, y1) <= y <= max(y0, y1)
 
 
-def keep_face(box: Sequence[float], min_face: int, ignore_regions: Sequence[Region]) -> bool:
-    """A face is kept when its shorter side is at least ``min_face`` px and its centre lies
-    outside every ignore region (a poster or a TV screen in view raises no alerts)."""
+def keep_face(box: Sequence[float], min_face: int, ignore_regions: Sequence[Region],
+              entrance: Region | None = None) -> bool:
+    """A face is kept when its shorter side is at least ``min_face`` px, its centre lies
+    outside every ignore region (a poster or a TV screen in view raises no alerts) and, when an
+    ``entrance`` region is set, inside it (people passing behind the door do not count)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if min(x1 - x0, y1 - y0) < min_face:
         return False
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    if entrance is not None and not in_region(cx, cy, entrance):
+        return False
     return not any(in_region(cx, cy, r) for r in ignore_regions)
 
 
-def filter_faces(faces: Sequence[Any], min_face: int, ignore_regions: Sequence[Region]) -> list[Any]:
+def filter_faces(faces: Sequence[Any], min_face: int, ignore_regions: Sequence[Region],
+                 entrance: Region | None = None) -> list[Any]:
     """Faces (anything with ``.box``) that :func:`keep_face` keeps, in their order."""
-    return [f for f in faces if keep_face(f.box, min_face, ignore_regions)]
+    return [f for f in faces if keep_face(f.box, min_face, ignore_regions, entrance)]
 
 
 def largest_faces(faces: Sequence[Any], n: int | None) -> list[Any]:
@@ -72,6 +77,9 @@ class FrameResult:
     view_boxes: np.ndarray | None = None
     #: view pixels per source-frame pixel along x and y (1.0 when it was not downscaled).
     scale: tuple[float, float] = (1.0, 1.0)
+    #: Every detected face's box in :attr:`view`'s pixels, also those filtered out (N,4): the web
+    #: page pixelates all of them, a face in an ignore region (a mirror) included.
+    detected_boxes: np.ndarray | None = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -92,14 +100,14 @@ class Pipeline:
 
     def __init__(self, detector: Any, classifier: Any, tracker: Any, *, min_face: int = 0,
                  ignore_regions: Sequence[Region] = (), max_faces: int | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, entrance_region: Region | None = None):
         if max_faces is not None and max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces!r}")
         self.detector = detector
         self.classifier = classifier
         self.tracker = tracker
         self.min_face = int(min_face)
-        self.ignore_regions = [tuple(float(v) for v in r) for r in ignore_regions]
+        self.set_zones(ignore_regions, entrance_region)
         self.max_faces = max_faces
         self.clock = clock
         self.labels = list(classifier.card.labels)
@@ -115,7 +123,9 @@ class Pipeline:
         """
         t0 = self.clock()
         detected = self.detector.detect(rgb)
-        faces = largest_faces(filter_faces(detected, self.min_face, self._regions(scale)), self.max_faces)
+        regions = self._regions(scale, [*self.ignore_regions, *([self.entrance_region] if self.entrance_region else [])])
+        entrance = regions.pop() if self.entrance_region else None
+        faces = largest_faces(filter_faces(detected, self.min_face, regions, entrance), self.max_faces)
         t1 = self.clock()
         view_boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
         if len(faces):
@@ -139,7 +149,9 @@ class Pipeline:
             events = list(self.tracker.update(boxes, scores, now, frame_size=size))
         t3 = self.clock()
         timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3, "track": (t3 - t2) * 1e3}
-        return FrameResult(faces, len(detected), probs, scores, events, timings, rgb, view_boxes, scale)
+        detected_boxes = np.array([f.box for f in detected], dtype=np.float32).reshape(-1, 4)
+        return FrameResult(faces, len(detected), probs, scores, events, timings, rgb, view_boxes, scale,
+                           detected_boxes)
 
     def expire(self, now: float) -> list[Any]:
         """No frame this time: the ``end`` events of people not seen for the tracker's timeout."""
@@ -154,12 +166,19 @@ class Pipeline:
         """The tracker's active tracks (``id``, ``label``, ...; tentative ones have label None)."""
         return self.tracker.tracks
 
-    def _regions(self, scale: tuple[float, float]) -> list[Region]:
-        """The ignore regions (frame pixels) in the pixels of the detector's view."""
+    def set_zones(self, ignore_regions: Sequence[Region], entrance_region: Region | None = None) -> None:
+        """Replace the ignore regions and the entrance region (frame pixels); the web page's zone
+        editor has the daemon call this between two frames, so no restart is needed."""
+        self.ignore_regions = [tuple(float(v) for v in r) for r in ignore_regions]
+        self.entrance_region = None if entrance_region is None else tuple(float(v) for v in entrance_region)
+
+    @staticmethod
+    def _regions(scale: tuple[float, float], regions: Sequence[Region]) -> list[Region]:
+        """Regions (frame pixels) in the pixels of the detector's view."""
         if scale == (1.0, 1.0):
-            return self.ignore_regions
+            return list(regions)
         sx, sy = scale
-        return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in self.ignore_regions]
+        return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in regions]
 
 
 def _scaled_face(face: Any, sx: float, sy: float) -> Any:

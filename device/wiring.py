@@ -110,7 +110,8 @@ def make_pipeline(cfg: Any, parts: Components) -> Any:
     tracker = Tracker(cfg.tracker, card.labels, card.alert_label, parts.threshold)
     det = cfg.detector
     return Pipeline(parts.detector, parts.classifier, tracker, min_face=det.min_face,
-                    ignore_regions=det.ignore_regions, max_faces=det.max_faces)
+                    ignore_regions=det.ignore_regions, max_faces=det.max_faces,
+                    entrance_region=det.entrance_region)
 
 
 def make_sinks(cfg: Any, parts: Components, state_home: Path) -> list[Any]:
@@ -121,3 +122,20 @@ def make_sinks(cfg: Any, parts: Components, state_home: Path) -> list[Any]:
     mqtt = MqttPublisher(cfg.mqtt, cfg.device_id, state_home, cfg.device_name, parts.model_info)
     log.info("mqtt: %s:%s, events on %s", cfg.mqtt.host, cfg.mqtt.port, mqtt.topics.events)
     return [mqtt]
+
+
+def make_web_page(cfg: Any, parts: Components, config_path: Path | None) -> Any:
+    """The set-up page (:class:`device.web.page.WebPage`, not started) when ``web.enabled``, else None.
+
+    It needs the config file it came from (zones are saved there); a config built in code has
+    none, so no page.
+    """
+    if not cfg.web.enabled:
+        return None
+    if config_path is None:
+        log.warning("web.enabled but no config file to save zones into: the page is not served")
+        return None
+    from device.web.page import WebPage
+
+    return WebPage(cfg, Path(config_path), model_info=parts.model_info, alert_label=parts.card.alert_label,
+                   margin=parts.card.margin)

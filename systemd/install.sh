@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the maskwatch device daemon as a systemd service on Raspberry Pi OS Bookworm (64-bit).
 #
-#   sudo systemd/install.sh [--model FILE.tflite] [--detector-model FILE.tflite] [--dry-run]
+#   sudo systemd/install.sh [--model FILE.tflite] [--detector-model FILE.tflite] [--web] [--dry-run]
 #   sudo systemd/install.sh --wheelhouse DIR [--config FILE] [--secret FILE]... [--models-dir DIR] [--no-start]
 #
 # Run it from a checkout of the project. Safe to run again: a second run with nothing new
@@ -19,6 +19,10 @@
 #      maskwatch_int8.tflite / maskwatch_int8.json; --detector-model copies the YuNet detector
 #      converted on a workstation (`make setup` writes models/face_detection_yunet_2023mar_640x480_int8.tflite;
 #      the Pi has no TensorFlow to convert it) and its card under their own names
+#      --web (or a config with [web] enabled = true): the set-up page may save its zones into
+#      config.toml: /etc/maskwatch becomes 0770 root:maskwatch (the service replaces the file
+#      atomically, so it needs the folder), /etc/maskwatch/web-password is generated if absent
+#      (0640 root:maskwatch) and the page's URL is printed at the end
 #   6. the unit into /etc/systemd/system, daemon-reload, enable; (re)start when something
 #      changed or it is not running, once a classifier model is in place and
 #      `maskwatch-device check --no-camera` passes
@@ -60,6 +64,7 @@ CONFIG_FROM=""
 SECRETS=()
 MODELS_DIR=""
 NO_START=0
+WEB=0
 CHANGED=0   # set when this run changed what the service runs (code, unit, model, config)
 
 usage() {
@@ -87,6 +92,7 @@ while [ $# -gt 0 ]; do
             esac
             shift ;;
         --no-start) NO_START=1 ;;
+        --web) WEB=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -123,8 +129,9 @@ write_if_changed() {
 
 # A file holding the broker password (config.toml may too): owned by root, readable by the
 # service's group at most, nothing for other users. Refuses anything looser, with the fix.
+# OWNER (optional) is one more owner accepted: the service owns config.toml once the web page saved it.
 check_secret_file() {
-    local file="$1" what="$2" owner group mode
+    local file="$1" what="$2" also_owner="${3:-root}" owner group mode
     owner="$(stat -L -c %U "$file")"
     group="$(stat -L -c %G "$file")"
     mode="$(stat -L -c %a "$file")"
@@ -132,7 +139,7 @@ check_secret_file() {
     if (( 8#$mode & 8#007 )); then
         fail "$what $file is mode 0$mode: other users on this machine can read or change it (it may hold the broker password); $fix"
     fi
-    if [ "$owner" != root ]; then
+    if [ "$owner" != root ] && [ "$owner" != "$also_owner" ]; then
         fail "$what $file is owned by $owner, not root: that user can change what the service does; $fix"
     fi
     if (( 8#$mode & 8#020 )) || { [ "$group" != root ] && [ "$group" != "$SVC_USER" ] && (( 8#$mode & 8#070 )); }; then
@@ -143,13 +150,21 @@ check_secret_file() {
     fi
 }
 
-# The password_file named in a config (relative to the config's folder), empty when none.
+# The password_file named in a config's SECTION (relative to the config's folder), empty when none.
 password_file_of() {
-    python3 - "$1" <<'PY' 2>/dev/null || true
+    python3 - "$1" "${2:-mqtt}" <<'PY' 2>/dev/null || true
 import pathlib, sys, tomllib
 path = pathlib.Path(sys.argv[1])
-name = tomllib.loads(path.read_text()).get("mqtt", {}).get("password_file") or ""
+name = tomllib.loads(path.read_text()).get(sys.argv[2], {}).get("password_file") or ""
 print(path.parent / name if name else "")
+PY
+}
+
+# Whether a config enables the web page ([web] enabled = true).
+web_enabled_in() {
+    python3 - "$1" <<'PY' 2>/dev/null
+import pathlib, sys, tomllib
+sys.exit(0 if tomllib.loads(pathlib.Path(sys.argv[1]).read_text()).get("web", {}).get("enabled") is True else 1)
 PY
 }
 
@@ -200,11 +215,17 @@ for d in "$STATE" "$MODELS"; do
     [ ! -L "$d" ] || fail "$d is a symbolic link (to $(readlink "$d")); it must be a real folder: remove the link"
 done
 if [ -e "$ETC/config.toml" ]; then
-    check_secret_file "$ETC/config.toml" "config"
-    PASSWORD_FILE="$(password_file_of "$ETC/config.toml")"
-    if [ -n "$PASSWORD_FILE" ] && [ -e "$PASSWORD_FILE" ]; then
-        check_secret_file "$PASSWORD_FILE" "password file"
-    fi
+    check_secret_file "$ETC/config.toml" "config" "$SVC_USER"
+    for section in mqtt web; do
+        PASSWORD_FILE="$(password_file_of "$ETC/config.toml" "$section")"
+        if [ -n "$PASSWORD_FILE" ] && [ -e "$PASSWORD_FILE" ]; then
+            check_secret_file "$PASSWORD_FILE" "password file"
+        fi
+    done
+    web_enabled_in "$ETC/config.toml" && WEB=1
+fi
+if [ -n "$CONFIG_FROM" ] && web_enabled_in "$CONFIG_FROM"; then
+    WEB=1  # a provisioned card's config turns the page on: the service must be able to save it
 fi
 
 # ----------------------------------------------------------------------------------------------
@@ -309,7 +330,13 @@ fi
 # ----------------------------------------------------------------------------------------------
 
 log "4/6 configuration $ETC/config.toml"
-run install -d -m 0755 -o root -g root "$ETC"
+if [ "$WEB" -eq 1 ]; then
+    # The web page replaces config.toml atomically (a temporary file in this folder, then a
+    # rename): the service needs to write the folder; nobody else may read it.
+    run install -d -m 0770 -o root -g "$SVC_USER" "$ETC"
+else
+    run install -d -m 0755 -o root -g root "$ETC"
+fi
 if [ -n "$CONFIG_FROM" ]; then
     if [ -f "$ETC/config.toml" ] && cmp -s "$CONFIG_FROM" "$ETC/config.toml"; then
         say "$ETC/config.toml is up to date"
@@ -334,6 +361,19 @@ for f in "${SECRETS[@]}"; do
         CHANGED=1
     fi
 done
+if [ "$WEB" -eq 1 ]; then
+    WEB_PASSWORD="$ETC/web-password"
+    if [ -e "$WEB_PASSWORD" ]; then
+        say "$WEB_PASSWORD exists: kept"
+    else
+        printf '+ %s\n' "write $WEB_PASSWORD: <a random password> (0640 root:$SVC_USER)"
+        if [ "$DRY_RUN" -eq 0 ]; then
+            (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(12))' > "$WEB_PASSWORD")
+            chown "root:$SVC_USER" "$WEB_PASSWORD"
+            chmod 0640 "$WEB_PASSWORD"
+        fi
+    fi
+fi
 
 # ----------------------------------------------------------------------------------------------
 # 5. State dir and models
@@ -407,5 +447,16 @@ elif [ "$SYSTEMD_UP" -eq 0 ]; then
 else
     run systemctl restart "$SERVICE"
     log "running: journalctl -u ${SERVICE%.service} -f"
+fi
+if [ "$WEB" -eq 1 ]; then
+    if web_enabled_in "$ETC/config.toml"; then
+        WEB_PORT="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("web", {}).get("port", 8080))' "$ETC/config.toml" 2>/dev/null || echo 8080)"
+        log "web page: http://$(hostname -I 2>/dev/null | awk '{print $1}'):$WEB_PORT/  (password: sudo cat $ETC/web-password)"
+    else
+        log "web page: add to $ETC/config.toml, then restart:"
+        say "[web]"
+        say "enabled = true"
+        say "password_file = \"$ETC/web-password\""
+    fi
 fi
 log "done"

@@ -26,6 +26,8 @@ SUMMARY_FILE = "MASKWATCH_TEST_SUMMARY"
 #: How the ``shared`` fixture's skip message starts (matched by the allow-list).
 REAL_DATA_ABSENT = "the real data folder is absent"
 NO_TENSORFLOW = "could not import 'tensorflow'"
+#: The Pi-like environment has no browser (and no selenium), by design.
+NO_BROWSER = "no browser in this environment"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ ALLOWED_SKIPS = (
     AllowedSkip("tests/arm64_emulated.py::*trixie*", "does not serve trixie", "the mirror has no Trixie"),
     # The Pi-like environment has neither TensorFlow nor Pillow, by design.
     AllowedSkip("tests/test_bench.py::*", NO_TENSORFLOW, "compares LiteRT with Keras (workstation only)"),
+    AllowedSkip("tests/test_web_browser.py*", NO_BROWSER,
+                "drives the web page in chromium; the Pi-like env has no selenium (its server tests run there)"),
     AllowedSkip("tests/test_monitor.py::test_relabelled_crops_import_as_a_dataset",
                 "could not import 'train.data.importer'", "the importer is workstation-side (Pillow)"),
 )

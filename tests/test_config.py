@@ -20,6 +20,7 @@ from device.config import (
     SnapshotConfig,
     TrackerConfig,
     UncertainConfig,
+    WebConfig,
     config_from_dict,
     config_to_dict,
     default_device_id,
@@ -40,6 +41,7 @@ SECTIONS = {
     "mqtt": MqttConfig,
     "snapshot": SnapshotConfig,
     "uncertain": UncertainConfig,
+    "web": WebConfig,
 }
 TOP_LEVEL = ["device_id", "device_name", "state_dir", "state_interval_s"]
 
@@ -78,6 +80,7 @@ BAD: dict[str, list] = {
     "detector.max_faces": [0, 257, 2.5, "16"],
     "detector.mirror": ["yes", 1],
     "detector.ignore_regions": ["x", [[0, 0, 10]], [[10, 0, 5, 10]], [[0, 0, 1.5, 2]], [[-1, 0, 5, 5]], [5]],
+    "detector.entrance_region": ["x", [0, 0, 10], [10, 0, 5, 10], [0, 0, 1.5, 2], [-1, 0, 5, 5], [[0, 0, 5, 5]], 5],
     "detector.num_threads": [0, 1.5, 65],
     "classifier.model_path": [3, ""],
     "classifier.num_threads": [0, "2"],
@@ -121,6 +124,12 @@ BAD: dict[str, list] = {
     "uncertain.max_files": [-1, 1.5],
     "uncertain.min_interval_s": [-1],
     "uncertain.max_age_days": [0, -1, 3651, "14"],
+    "web.enabled": ["yes", 1],  # true without a password_file: tests/test_web.py
+    "web.bind": ["", 3],
+    "web.port": [0, 70000, "8080"],
+    "web.password_file": [5, "", "no-such-password-file"],
+    "web.blur_faces": ["no", 0],
+    "web.max_fps": [0, -1, 31, "5"],
 }
 
 

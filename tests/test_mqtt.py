@@ -311,7 +311,7 @@ def test_home_assistant_discovery_published_and_resent(broker, tmp_path, publish
         assert c["availability_topic"] == pub.topics.availability and c["payload_available"] == "online"
         assert c["default_entity_id"].startswith(topic.split("/")[1] + ".")
         if topic.split("/")[1] == "event":
-            assert c["state_topic"] == pub.topics.events and c["event_types"] == ["new", "update", "end"]
+            assert c["state_topic"] == pub.topics.events and c["event_types"] == ["new", "update", "end", "test"]
         else:
             assert c["state_topic"] == pub.topics.state
             used = set(re.findall(r"value_json\.(\w+)", c["value_template"]))

@@ -75,6 +75,18 @@ def test_allow_list_matches_test_and_reason():
     assert allowed_skip("tests/test_a.py::test_c", "no GPU", custom) is None
 
 
+def test_the_browser_tests_may_skip_only_for_want_of_selenium():
+    """The Pi-like env has no selenium (allowed); chromium missing where selenium is (CI without
+    its apt packages) is not, and the web server's own tests may not skip at all."""
+    from tests.skip_policy import NO_BROWSER
+
+    node = "tests/test_web_browser.py::test_login_stream_status_and_test_alert"
+    assert allowed_skip(node, f"{NO_BROWSER}: selenium is not installed here") is not None
+    assert allowed_skip("tests/test_web_browser.py", f"{NO_BROWSER}: selenium is not installed here") is not None
+    assert allowed_skip(node, "/usr/bin/chromium absent: apt-get install -y chromium chromium-driver") is None
+    assert allowed_skip("tests/test_web.py::test_every_route_needs_the_password", NO_BROWSER) is None
+
+
 def test_no_daemon_pipeline_fault_or_soak_test_may_skip():
     """The subject of these is the project's own code: they must run on any clone."""
     for entry in ALLOWED_SKIPS:

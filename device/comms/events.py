@@ -24,7 +24,9 @@ from typing import Any
 
 from device.contract import THREE_CLASS_LABELS
 
-EVENT_TYPES: tuple[str, ...] = ("new", "update", "end")
+#: "test": sent by the web page's test-alert button (``Event.test``) to check an automation end to
+#: end; no person behind it, never counted.
+EVENT_TYPES: tuple[str, ...] = ("new", "update", "end", "test")
 MODEL_KEYS = ("name", "sha256", "quantization", "threshold")
 FIELD_ORDER = (
     "event_id", "type", "device_id", "track_id", "label", "score", "top_score", "box",
@@ -155,6 +157,12 @@ class Event:
             frame_time=e.frame_time, start_time=e.start_time, end_time=e.end_time if e.type == "end" else None,
             device_id=device_id, model=model, track_id=e.track_id,
         )
+
+    @classmethod
+    def test(cls, *, device_id: str, model: dict[str, Any], label: str, now: float) -> Event:
+        """A clearly marked test alert: type ``test``, track 0, an empty box, score 1."""
+        return cls(type="test", label=label, score=1.0, top_score=1.0, box=[0, 0, 0, 0], frame_time=now,
+                   start_time=now, device_id=device_id, model=model, track_id=0)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_ORDER} | {
