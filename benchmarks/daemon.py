@@ -489,10 +489,12 @@ def best_round(rounds: list[dict]) -> dict:
 
 
 def bench_detectors(frame: np.ndarray, threads: int, runs: int) -> dict:
+    from device.config import DetectorConfig
     from device.detectors import make_detector
 
     kinds = tuple(dict.fromkeys((DEFAULT_KIND, "short", "full")))
-    dets = {k: make_detector(k, num_threads=threads) for k in kinds}
+    mirror = DetectorConfig().mirror  # as a daemon with a default config runs them
+    dets = {k: make_detector(k, num_threads=threads, mirror=mirror) for k in kinds}
     faces = {k: len(d.detect(frame)) for k, d in dets.items()}
     for _ in range(10):
         for d in dets.values():

@@ -87,8 +87,8 @@ def test_benchmark_runs_writes_its_json_and_fails_on_an_impossible_target(detect
     assert doc["detectors"]["short"]["faces"] == 2 and doc["detectors"]["full"]["faces"] == 2
     assert doc["detectors"]["yunet"]["faces"] == 2
     # every detector is named with its input size, the daemon's own (the default) too
-    assert doc["detectors"]["short"]["detector"] == "blazeface-short 128x128 float32"
-    assert e2e["detector"] == doc["detectors"]["yunet"]["detector"] == "yunet-litert 640x480 int8"
+    assert doc["detectors"]["short"]["detector"] == "blazeface-short 128x128 float32 + mirror"
+    assert e2e["detector"] == doc["detectors"]["yunet"]["detector"] == "yunet-litert 640x480 int8 + mirror"
     assert doc["imports"]["tensorflow_or_keras_modules"] == []
     assert 0 < doc["memory"]["rss_max_mb"] < 1000
     assert doc["broker"].startswith("mosquitto on 127.0.0.1:")
