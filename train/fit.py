@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device.contract import ALERT_LABEL, BINARY_LABELS, THREE_CLASS_LABELS, ModelCard, card_path
+from device.contract import (
+    ALERT_LABEL,
+    BINARY_LABELS,
+    THREE_CLASS_LABELS,
+    ModelCard,
+    alert_labels_for,
+    card_path,
+)
 
 if TYPE_CHECKING:
     from train.augment import AugmentConfig
@@ -67,6 +74,9 @@ class TrainConfig:
     blur: bool = False
     dropout: float = 0.2
     label_smoothing: float = 0.0
+    #: A dataset of synthetic faces for the train split only (``maskwatch data add-masks DATA
+    #: --split train --out DIR``): made from this dataset's train faces, so val and test stay real.
+    extra_train: str = ""
     name: str = ""
     overwrite: bool = False
 
@@ -93,6 +103,11 @@ class TrainConfig:
             raise ValueError(f"--head-copies must be >= 1, got {self.head_copies}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be within [0, 1), got {self.dropout}")
+
+    @property
+    def alert_labels(self) -> list[str]:
+        """What the card's threshold covers: the alert labels this model has."""
+        return list(alert_labels_for(self.labels)) if self.classes > 2 else []
 
 
 @dataclass
@@ -196,6 +211,8 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
     data, out = Path(cfg.data), Path(cfg.out)
     check_options(cfg.backbone, cfg.input_size, cfg.alpha, cfg.weights)
     counts = check_training_data(data, cfg.labels)
+    if cfg.extra_train:
+        counts["extra_train"] = check_extra_train(Path(cfg.extra_train), data, cfg.labels)
     if cfg.weights == "imagenet":
         imagenet_weights_path(cfg.backbone, cfg.alpha)  # fail now, not after loading images
     _prepare_out(out, cfg.overwrite)
@@ -203,12 +220,37 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
     return counts
 
 
+def check_extra_train(extra: Path, data: Path, labels: tuple[str, ...]) -> dict[str, int]:
+    """The ``--extra-train`` dataset's train counts; an error unless it was made from the train
+    split of ``data`` as it is now (a re-split could have moved its originals into val or test)."""
+    from device.manifest import manifest_sha256
+    from train.dataset import dataset_rows
+
+    report = extra / "add_masks_report.json"
+    try:
+        made_from = (json.loads(report.read_text(encoding="utf-8")).get("dataset") or {})
+    except (OSError, ValueError):
+        raise ValueError(f"--extra-train {extra}: {report.name} missing or unreadable; make it with "
+                         f"`maskwatch data add-masks {data} --split train --out {extra}`") from None
+    if made_from.get("split") != "train" or made_from.get("manifest_sha256") != manifest_sha256(data):
+        raise ValueError(f"--extra-train {extra} was not made from the train split of {data} as it is now "
+                         f"(made from {made_from.get('path')!r} split {made_from.get('split')!r}); make it again with "
+                         f"`maskwatch data add-masks {data} --split train --out {extra}`")
+    rows = [r for r in dataset_rows(extra, labels) if r.split == "train"]
+    return {lab: sum(r.label == lab for r in rows) for lab in labels}
+
+
 def load_images(cfg: TrainConfig, seconds: dict[str, float]) -> tuple[Split, Split]:
-    """The train and val splits, resized to the model's input."""
-    from train.dataset import load_split_data
+    """The train and val splits, resized to the model's input (train with ``extra_train`` added)."""
+    from train.dataset import Split, load_split_data
 
     t = time.monotonic()
     train_ds = load_split_data(Path(cfg.data), "train", cfg.input_size, cfg.labels)
+    if cfg.extra_train:
+        extra = load_split_data(Path(cfg.extra_train), "train", cfg.input_size, cfg.labels)
+        train_ds = Split(x=np.concatenate([train_ds.x, extra.x]), y=np.concatenate([train_ds.y, extra.y]),
+                         paths=train_ds.paths + [f"{cfg.extra_train}/{p}" for p in extra.paths],
+                         labels=train_ds.labels)
     val_ds = load_split_data(Path(cfg.data), "val", cfg.input_size, cfg.labels)
     seconds["load_images"] = time.monotonic() - t
     log.info("loaded %d train + %d val images in %.1f s", len(train_ds), len(val_ds), seconds["load_images"])
@@ -221,7 +263,8 @@ def write_run_config(cfg: TrainConfig, counts: dict, weights: dict[int, float]) 
     from train.dataset import dataset_margin
 
     data, labels = Path(cfg.data), cfg.labels
-    config = {**asdict(cfg), "data_resolved": str(data.resolve()), "labels": list(labels),
+    extra = {"extra_train_manifest_sha256": manifest_sha256(Path(cfg.extra_train))} if cfg.extra_train else {}
+    config = {**asdict(cfg), **extra, "data_resolved": str(data.resolve()), "labels": list(labels),
               "augment_config": _augment_config(cfg).to_dict(), "margin": dataset_margin(data),
               "dataset_manifest_sha256": manifest_sha256(data), "counts": counts,
               "class_weights": {labels[i]: w for i, w in weights.items()}, "versions": _versions()}
@@ -329,13 +372,14 @@ def save_run(model, cfg: TrainConfig, config: dict[str, Any], val_ds: Split, his
     model_path = out / "model.keras"
     final.save(model_path)
     probs = final.predict(val_ds.x.astype(np.float32), batch_size=64, verbose=0)
-    val_metrics = summarize(val_ds.y, probs, labels, ALERT_LABEL, 0.5)
+    val_metrics = summarize(val_ds.y, probs, labels, ALERT_LABEL, 0.5, cfg.alert_labels or None)
     seconds["total"] = time.monotonic() - t_start
     card = ModelCard(
         name=cfg.name or out.name,
         backbone=cfg.backbone,
         input_size=cfg.input_size,
         labels=list(labels),
+        alert_labels=cfg.alert_labels,
         margin=config["margin"],
         threshold=0.5,
         quantization="none",
@@ -402,6 +446,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blur", action="store_true", help="add random Gaussian blur to the augmentation")
     parser.add_argument("--dropout", type=float, default=d.dropout)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--extra-train", default=d.extra_train, metavar="DIR",
+                        help="synthetic faces added to the train split only (`maskwatch data add-masks DATA "
+                             "--split train --style worn-wrong --out DIR`)")
     parser.add_argument("--name", default="", help="model name in the card (default: the run folder's name)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
