@@ -34,8 +34,8 @@ the alert decision is made on the summed probability of the alert labels (one sm
 threshold, one hysteresis band, as with two labels), so a face that the model sees sometimes as
 "no mask" and sometimes as "mask under the nose" alerts steadily. Which label of a group it
 carries is decided on the smoothed per-label probabilities (``update(..., label_probs=...)``):
-it changes only when another label of the group leads the current one by more than
-``hysteresis``, so noise between "incorrect" and "without" cannot flap the label either.
+it changes only when another label of the group leads the current one by more than twice
+``hysteresis`` (the width of the alert decision's band), so noise between "incorrect" and "without" cannot flap the label either.
 
 Additions to the shared API: ``update(..., other_labels=...)`` (votes) or
 ``update(..., label_probs=...)`` (smoothed probabilities) for models with more than two labels, :meth:`Tracker.expire`, :class:`TrackState` (what :attr:`Tracker.tracks` holds),
@@ -420,14 +420,15 @@ class Tracker:
 
     def _group_label(self, t: _Track, alert: bool) -> str:
         """The label within the alert (or non-alert) group: with smoothed probabilities the
-        likeliest one, but the current label stays until another leads it by ``hysteresis``;
+        likeliest one, but the current label stays until another leads it by twice ``hysteresis``;
         otherwise the most voted other label, or the group's first."""
         group = self.alert_labels if alert else self.other_labels
         if len(group) == 1:
             return group[0]
         if t.probs is not None:
             best = max(group, key=lambda lb: t.probs[self._index[lb]])
-            if t.label in group and t.probs[self._index[best]] - t.probs[self._index[t.label]] <= self.cfg.hysteresis:
+            # The same band as the alert decision's (threshold +- hysteresis): a lead of 2 x hysteresis.
+            if t.label in group and t.probs[self._index[best]] - t.probs[self._index[t.label]] <= 2 * self.cfg.hysteresis:
                 return t.label
             return best
         if not alert and t.other_votes:
