@@ -653,21 +653,28 @@ def source_images(src: Path, split: str | None, label: str | None) -> tuple[list
     return [SourceImage(src / r.path, r.path, r) for r in rows], info
 
 
-def _placements(style: str, n: int, incorrect_fraction: float, seed: int) -> list[tuple[str, ...]]:
+def _placements(style: str, n: int, incorrect_fraction: float, seed: int,
+                also_correct: bool = False) -> list[tuple[str, ...]]:
     """Placements per usable image: correct (exactly round(fraction * n) below the nose, since a
-    per-image coin flip misses the fraction on small folders), or every worn-wrong one."""
+    per-image coin flip misses the fraction on small folders), or every worn-wrong one (and a
+    correct one too with ``also_correct``)."""
     if style == "worn-wrong":
-        return [WORN_WRONG] * n
+        return [(*WORN_WRONG, "correct") if also_correct else WORN_WRONG] * n
     below = set(np.random.default_rng([seed, 0]).permutation(n)[: int(round(incorrect_fraction * n))].tolist())
     return [("below_nose",) if k in below else ("correct",) for k in range(n)]
 
 
 def add_masks(src: Path, out: Path, incorrect_fraction: float = 0.0, seed: int = 0,
               detector_kind: str | None = None, min_score: float | None = None, style: str = "correct",
-              split: str | None = None, label: str | None = None, sheet: int = 96) -> AddMasksReport:
+              split: str | None = None, label: str | None = None, sheet: int = 96,
+              also_correct: bool = False) -> AddMasksReport:
     """Mask every face in every image under ``src`` (or in one split of a dataset folder); write
     ``out/<label>/<name>.jpg``, a report, a contact sheet and, from a dataset, a manifest whose
-    rows are all ``train`` (see :func:`source_images`)."""
+    rows are all ``train`` (see :func:`source_images`).
+
+    ``also_correct`` (worn-wrong only) adds the same photo with a correctly worn mask, labelled
+    ``with_mask``: a matched pair, so that a drawn mask as such does not mean "worn wrong" to the
+    classifier, only where it sits does."""
     from tqdm import tqdm
 
     from device.detectors import make_detector
@@ -679,6 +686,8 @@ def add_masks(src: Path, out: Path, incorrect_fraction: float = 0.0, seed: int =
         raise ValueError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     if not 0.0 <= incorrect_fraction <= 1.0:
         raise ValueError(f"--incorrect-fraction must be within 0..1, got {incorrect_fraction}")
+    if also_correct and style != "worn-wrong":
+        raise ValueError("--also-correct goes with --style worn-wrong")
     if style == "worn-wrong" and incorrect_fraction:
         raise ValueError("--incorrect-fraction is for --style correct; --style worn-wrong masks every face wrongly")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
@@ -705,7 +714,7 @@ def add_masks(src: Path, out: Path, incorrect_fraction: float = 0.0, seed: int =
             report.skipped.append({"file": item.rel, "reason": "no face found"})
             continue
         found.append((i, item, faces))
-    plans = _placements(style, len(found), incorrect_fraction, seed)
+    plans = _placements(style, len(found), incorrect_fraction, seed, also_correct)
     labels: Counter = Counter()
     placed: Counter = Counter()
     names: set[str] = set()
@@ -785,6 +794,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", choices=STYLES, default="correct",
                         help="correct: masks worn properly (see --incorrect-fraction); worn-wrong: every face photo "
                              "twice, mask below the nose and mask on the chin, labelled incorrect_mask")
+    parser.add_argument("--also-correct", action="store_true",
+                        help="--style worn-wrong: also write each photo with the mask worn properly (with_mask), "
+                             "a matched pair for every mask worn wrong")
     parser.add_argument("--incorrect-fraction", type=float, default=0.0,
                         help="--style correct: fraction of images whose mask is worn below the nose (default 0)")
     parser.add_argument("--split", choices=["train", "val", "test"], default=None,
@@ -803,7 +815,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     report = add_masks(args.src, args.out, args.incorrect_fraction, args.seed, args.detector, args.min_score,
-                       style=args.style, split=args.split, label=args.label, sheet=args.sheet)
+                       style=args.style, split=args.split, label=args.label, sheet=args.sheet,
+                       also_correct=args.also_correct)
     counts = ", ".join(f"{k}={v}" for k, v in sorted((report.by_label or {}).items())) or "nothing"
     placed = ", ".join(f"{k} {v}" for k, v in sorted((report.by_placement or {}).items()))
     skipped = f"skipped {report.no_face} with no face found, {report.unreadable} unreadable"
