@@ -65,7 +65,10 @@ class TrainConfig:
     lr_finetune: float = 1e-4
     optimizer: str = "adam"
     batch_size: int = 32
-    classes: int = 2
+    #: 2 (with / without mask), 3 (plus incorrect_mask) or 0: 3 when the train data (with
+    #: ``extra_train``) holds incorrectly worn masks, else 2. On the shared data 3 labels with
+    #: synthetic masks worn wrong flag XXX of real incorrect masks against 0.25 (README).
+    classes: int = 0
     seed: int = 0
     patience: int = 3
     #: Feature copies of the train split for the head phase: 1 clean + (n - 1) augmented.
@@ -85,8 +88,8 @@ class TrainConfig:
         return BINARY_LABELS if self.classes == 2 else THREE_CLASS_LABELS
 
     def validate(self) -> None:
-        if self.classes not in (2, 3):
-            raise ValueError(f"--classes must be 2 or 3, got {self.classes}")
+        if self.classes not in (0, 2, 3):
+            raise ValueError(f"--classes must be 2 or 3 (0: by the data), got {self.classes}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         for name in ("epochs_head", "epochs_finetune", "finetune_layers", "patience"):
@@ -209,6 +212,10 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
 
     cfg.validate()
     data, out = Path(cfg.data), Path(cfg.out)
+    if cfg.classes == 0:
+        cfg.classes = classes_in(data, Path(cfg.extra_train) if cfg.extra_train else None)
+        log.info("--classes: %d (%s)", cfg.classes, "the train data holds incorrect_mask faces" if cfg.classes == 3
+                 else "no incorrect_mask faces in the train data")
     check_options(cfg.backbone, cfg.input_size, cfg.alpha, cfg.weights)
     counts = check_training_data(data, cfg.labels)
     if cfg.extra_train:
@@ -218,6 +225,17 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
     _prepare_out(out, cfg.overwrite)
     log.info("dataset %s: %s", data, json.dumps(counts))
     return counts
+
+
+def classes_in(data: Path, extra: Path | None) -> int:
+    """3 when the train split of ``data`` (or ``extra``) holds incorrect_mask faces, else 2."""
+    from train.dataset import dataset_rows
+
+    for root in (data, extra):
+        if root is not None and any(r.split == "train" for r in dataset_rows(root, THREE_CLASS_LABELS)
+                                    if r.label == THREE_CLASS_LABELS[2]):
+            return 3
+    return 2
 
 
 def check_extra_train(extra: Path, data: Path, labels: tuple[str, ...]) -> dict[str, int]:
@@ -436,8 +454,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-finetune", type=float, default=d.lr_finetune)
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--classes", type=int, choices=[2, 3], default=d.classes,
-                        help="2: with/without mask; 3: plus incorrect_mask")
+    parser.add_argument("--classes", type=int, choices=[0, 2, 3], default=d.classes,
+                        help="2: with/without mask; 3: plus incorrect_mask; 0 (default): 3 when the train data "
+                             "holds incorrect_mask faces, else 2")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience (epochs)")
     parser.add_argument("--head-copies", type=int, default=d.head_copies,
