@@ -305,6 +305,10 @@ def alert_rows(docs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+TRAINED_ON = {"target": "faces-classify + faces-voc", "three_class": "faces-classify + faces-voc + worn-wrong",
+              "generalization": "faces-classify"}
+
+
 def markdown(docs: list[dict[str, Any]]) -> str:
     lines = ["| run | trained on | tested on | n | threshold | accuracy | without_mask F1 | recall | precision "
              "| ROC AUC | train time | CPU time |", "|" + "---|" * 12]
@@ -314,7 +318,7 @@ def markdown(docs: list[dict[str, Any]]) -> str:
         total = t["seconds"].get("total")
         cpu = t.get("cpu_seconds")
         lines.append(
-            f"| {doc['name']} | {'faces-classify + faces-voc' if doc['kind'] == 'target' else 'faces-classify'} "
+            f"| {doc['name']} | {TRAINED_ON[doc['kind']]} "
             f"| {tested} | {m['n']} | {m['threshold']:.3f} | {m['accuracy']:.4f} | {m['without_mask_f1']:.4f} "
             f"| {m['without_mask_recall']:.4f} | {m['without_mask_precision']:.4f} | {m['roc_auc']:.4f} "
             f"| {total / 60:.1f} min | {'' if cpu is None else f'{cpu / 60:.1f} min'} |")

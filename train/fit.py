@@ -66,8 +66,9 @@ class TrainConfig:
     optimizer: str = "adam"
     batch_size: int = 32
     #: 2 (with / without mask), 3 (plus incorrect_mask) or 0: 3 when the train data (with
-    #: ``extra_train``) holds incorrectly worn masks, else 2. On the shared data 3 labels with
-    #: synthetic masks worn wrong flag XXX of real incorrect masks against 0.25 (README).
+    #: ``extra_train``) holds incorrectly worn masks, else 2. On the shared data's test split, 3
+    #: labels with synthetic masks worn wrong flag 0.80 of the real incorrect masks, 2 labels 0.25
+    #: (README, "Masks worn wrong: three labels").
     classes: int = 0
     seed: int = 0
     patience: int = 3
