@@ -213,6 +213,8 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
 
     cfg.validate()
     data, out = Path(cfg.data), Path(cfg.out)
+    if cfg.extra_train:
+        check_extra_provenance(Path(cfg.extra_train), data)
     if cfg.classes == 0:
         cfg.classes = classes_in(data, Path(cfg.extra_train) if cfg.extra_train else None)
         log.info("--classes: %d (%s)", cfg.classes, "the train data holds incorrect_mask faces" if cfg.classes == 3
@@ -239,12 +241,13 @@ def classes_in(data: Path, extra: Path | None) -> int:
     return 2
 
 
-def check_extra_train(extra: Path, data: Path, labels: tuple[str, ...]) -> dict[str, int]:
-    """The ``--extra-train`` dataset's train counts; an error unless it was made from the train
-    split of ``data`` as it is now (a re-split could have moved its originals into val or test)."""
-    from device.manifest import manifest_sha256
-    from train.dataset import dataset_rows
+def check_extra_provenance(extra: Path, data: Path) -> None:
+    """An error unless the ``--extra-train`` dataset was made from the train split of ``data`` as it
+    is now (a re-split could have moved its originals into val or test)."""
+    from device.manifest import manifest_path, manifest_sha256
 
+    if not manifest_path(data).exists():
+        return  # check_training_data says what is wrong with --data
     report = extra / "add_masks_report.json"
     try:
         made_from = (json.loads(report.read_text(encoding="utf-8")).get("dataset") or {})
@@ -255,6 +258,12 @@ def check_extra_train(extra: Path, data: Path, labels: tuple[str, ...]) -> dict[
         raise ValueError(f"--extra-train {extra} was not made from the train split of {data} as it is now "
                          f"(made from {made_from.get('path')!r} split {made_from.get('split')!r}); make it again with "
                          f"`maskwatch data add-masks {data} --split train --out {extra}`")
+
+
+def check_extra_train(extra: Path, data: Path, labels: tuple[str, ...]) -> dict[str, int]:
+    """The ``--extra-train`` dataset's train counts (after :func:`check_extra_provenance`)."""
+    from train.dataset import dataset_rows
+
     rows = [r for r in dataset_rows(extra, labels) if r.split == "train"]
     return {lab: sum(r.label == lab for r in rows) for lab in labels}
 
