@@ -8,6 +8,13 @@ Runs (each with the default recipe: MobileNetV2 alpha 1.0, ImageNet weights, 128
   whole training (both phases) within 20 minutes on this machine (2 cores).
 * ``classify-<size>``: trained on faces-classify only, measured on ALL faces-voc crops
   (generalization to small, real-scene faces), with the threshold chosen on faces-classify val.
+* ``all-<size>-3class``: three labels (``incorrect_mask`` too), the train split topped up with
+  masks drawn worn wrong (under the nose, on the chin) on its own bare faces (``maskwatch data
+  add-masks --style worn-wrong --split train``); val and test stay real faces. Alert = without_mask
+  or incorrect_mask (summed probability, threshold chosen on val). Targets: real incorrectly masked
+  test faces flagged >= 0.80, correctly masked ones flagged <= 0.02, without_mask F1 >= 0.98, int8
+  within 0.5 points of float32 on every class (recall and flagged rate), training <= 20 minutes.
+  The 2-label run's alert view (how many incorrect masks it flags as "no mask") is its baseline.
 
 Writes ``bench/train/<run>.json``, ``bench/train/summary.json`` and prints a Markdown summary.
 Datasets and runs go to ``bench/train/data`` and ``bench/train/runs`` (reused when present).
@@ -130,14 +137,17 @@ def recipe_changes(saved: dict[str, Any], cfg: Any) -> list[str]:
     from dataclasses import asdict
 
     ignore = {"data", "out", "name", "overwrite"}
-    return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in asdict(cfg).items()
-            if k not in ignore and saved.get(k) != v]
+    defaults = asdict(type(cfg)(data="", out=""))
+    # A field added since the run was saved counts as its default (a run from before
+    # extra_train existed had none).
+    return [f"{k} {saved.get(k, defaults.get(k))!r} -> {v!r}" for k, v in asdict(cfg).items()
+            if k not in ignore and saved.get(k, defaults.get(k)) != v]
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, Any]:
     keep = ("n", "threshold", "threshold_chosen_on", "accuracy", "accuracy_argmax", "roc_auc", "average_precision",
             "without_mask_precision", "without_mask_recall", "without_mask_f1", "confusion_matrix", "at_0.5",
-            "counts")
+            "counts", "labels", "per_class", "alert")
     return {k: report[k] for k in keep if k in report}
 
 
@@ -165,7 +175,7 @@ def bench_target(size: int, data_root: Path, runs: Path, out: Path, retrain: boo
     data = ensure_dataset("all", [SHARED / "datasets/faces-classify", SHARED / "datasets/faces-voc"], data_root,
                           split=True)
     name = f"all-{size}{suffix}"
-    run = train_run(name, data, runs, size, retrain, extra)
+    run = train_run(name, data, runs, size, retrain, {**extra, "classes": 2})
     report = evaluate(Path(run["model"]), data, "test", out=runs / name / "eval_test", write_threshold=True)
     m = _metrics(report)
     minutes = run["seconds"].get("total", float("nan")) / 60.0
@@ -193,6 +203,112 @@ def bench_generalization(size: int, data_root: Path, runs: Path, out: Path, retr
     return doc
 
 
+#: The 3-label run's targets (``--target NAME=VALUE`` replaces one; without_mask_f1 and
+#: train_minutes are shared with the 2-label run).
+TARGETS_3 = {"incorrect_flagged": 0.80, "with_mask_flagged": 0.02, "without_mask_f1": MIN_ALERT_F1,
+             "int8_class_delta_points": 0.5, "train_minutes": MAX_TRAIN_MINUTES}
+AT_MOST = {"train_minutes", "with_mask_flagged", "int8_class_delta_points"}
+#: The synthetic train faces: every bare train face twice worn wrong (under the nose, on the
+#: chin) and once worn properly, so that a drawn mask alone does not mean "worn wrong".
+WORN_WRONG_OPTIONS = {"style": "worn-wrong", "split": "train", "also_correct": True}
+
+
+def ensure_worn_wrong(data: Path, root: Path) -> Path:
+    """``root/worn-wrong``: masks drawn on the train split's bare faces, made again when the
+    dataset (its manifest) or the options changed since."""
+    from device.manifest import manifest_sha256
+    from train.data.masks import add_masks
+
+    out = root / "worn-wrong"
+    try:
+        made = json.loads((out / "add_masks_report.json").read_text())
+    except (OSError, ValueError):
+        made = {}
+    same = ((made.get("dataset") or {}).get("manifest_sha256") == manifest_sha256(data)
+            and made.get("style") == WORN_WRONG_OPTIONS["style"]
+            and bool((made.get("by_placement") or {}).get("correct")) == WORN_WRONG_OPTIONS["also_correct"])
+    if same:
+        log.info("reusing synthetic faces %s", out)
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    log.info("drawing masks worn wrong on the train faces of %s into %s", data, out)
+    add_masks(data, out, **WORN_WRONG_OPTIONS)
+    return out
+
+
+def int8_vs_float32(model: Path, data: Path, out: Path) -> dict[str, Any]:
+    """Both TFLite files of ``model`` on the test split at the card's threshold: per class the
+    share labelled right and the share flagged, and the largest int8 - float32 gap in points."""
+    from convert.tflite import ConvertOptions, convert_model
+    from train.evaluate import evaluate
+
+    conv = convert_model(ConvertOptions(model=model, out=out, data=data, min_agreement=0.0))
+    per: dict[str, dict[str, Any]] = {}
+    for kind in ("float32", "int8"):
+        r = evaluate(conv.path_of(kind), data, "test", threshold_mode="card", out=out / f"eval_{kind}")
+        per[kind] = {"recall": {k: v["recall"] for k, v in r["per_class"].items()},
+                     "flagged": {k: v["rate"] for k, v in r["alert"]["flagged"].items()},
+                     "path": str(conv.path_of(kind))}
+    gaps = [abs(per["int8"][m][k] - per["float32"][m][k]) * 100 for m in ("recall", "flagged") for k in per["int8"][m]]
+    return {**per, "max_delta_points": round(max(gaps), 3)}
+
+
+def bench_three_class(size: int, data_root: Path, runs: Path, out: Path, retrain: bool, extra: dict,
+                      suffix: str = "", limits: dict[str, float] | None = None) -> dict[str, Any]:
+    from train.evaluate import evaluate
+
+    data = ensure_dataset("all", [SHARED / "datasets/faces-classify", SHARED / "datasets/faces-voc"], data_root,
+                          split=True)
+    synthetic = ensure_worn_wrong(data, data_root)
+    name = f"all-{size}-3class{suffix}"
+    run = train_run(name, data, runs, size, retrain, {**extra, "classes": 3, "extra_train": str(synthetic)})
+    model = Path(run["model"])
+    report = evaluate(model, data, "test", out=runs / name / "eval_test", write_threshold=True)
+    m = _metrics(report)
+    quant = int8_vs_float32(model, data, runs / name / "tflite")
+    flagged = m["alert"]["flagged"]
+    values = {"incorrect_flagged": flagged["incorrect_mask"]["rate"], "with_mask_flagged": flagged["with_mask"]["rate"],
+              "without_mask_f1": m["without_mask_f1"], "int8_class_delta_points": quant["max_delta_points"],
+              "train_minutes": round(run["seconds"].get("total", float("nan")) / 60.0, 2)}
+    from benchmarks.targets import check
+
+    targets = {}
+    for k, limit in (limits or TARGETS_3).items():
+        t = check(k, values[k], limit, at_most=k in AT_MOST)
+        targets[k] = {"value": t.value, "limit": t.limit, "passed": t.passed}
+    doc = {"name": name, "kind": "three_class", "input_size": size, "overrides": extra, "data": str(data),
+           "synthetic": str(synthetic), "train": run, "test": m, "quantization": quant, "targets": targets,
+           "all_passed": all(t["passed"] for t in targets.values())}
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def alert_rows(docs: list[dict[str, Any]]) -> list[str]:
+    """The incorrect-mask comparison: per run, what its alert flags among each kind of test face."""
+    lines = ["| run | labels | incorrect_mask flagged | with_mask flagged | without_mask flagged | without_mask F1 "
+             "| incorrect_mask F1 | int8 vs float32 max Δ | train time |", "|" + "---|" * 9]
+    for d in docs:
+        if d["kind"] not in ("target", "three_class"):
+            continue
+        m = d["test"]
+
+        def rate(k, flagged=m["alert"]["flagged"]):
+            v = flagged.get(k)
+            return f"{v['rate']:.3f} ({v['flagged']}/{v['n']})" if v and v["n"] else "—"
+
+        inc = m["per_class"].get("incorrect_mask", {}).get("f1")
+        quant = d.get("quantization", {}).get("max_delta_points")
+        lines.append(f"| {d['name']} | {len(m['labels'])} | {rate('incorrect_mask')} | {rate('with_mask')} "
+                     f"| {rate('without_mask')} | {m['without_mask_f1']:.4f} | {'—' if inc is None else f'{inc:.4f}'} "
+                     f"| {'—' if quant is None else f'{quant:.2f} pts'} | {d['train']['seconds'].get('total', 0) / 60:.1f} min |")
+    return lines
+
+
+TRAINED_ON = {"target": "faces-classify + faces-voc", "three_class": "faces-classify + faces-voc + worn-wrong",
+              "generalization": "faces-classify"}
+
+
 def markdown(docs: list[dict[str, Any]]) -> str:
     lines = ["| run | trained on | tested on | n | threshold | accuracy | without_mask F1 | recall | precision "
              "| ROC AUC | train time | CPU time |", "|" + "---|" * 12]
@@ -202,23 +318,24 @@ def markdown(docs: list[dict[str, Any]]) -> str:
         total = t["seconds"].get("total")
         cpu = t.get("cpu_seconds")
         lines.append(
-            f"| {doc['name']} | {'faces-classify + faces-voc' if doc['kind'] == 'target' else 'faces-classify'} "
+            f"| {doc['name']} | {TRAINED_ON[doc['kind']]} "
             f"| {tested} | {m['n']} | {m['threshold']:.3f} | {m['accuracy']:.4f} | {m['without_mask_f1']:.4f} "
             f"| {m['without_mask_recall']:.4f} | {m['without_mask_precision']:.4f} | {m['roc_auc']:.4f} "
             f"| {total / 60:.1f} min | {'' if cpu is None else f'{cpu / 60:.1f} min'} |")
 
     for d in docs:
-        if d["kind"] == "target":
+        if d["kind"] in ("target", "three_class"):
             row(d, "test split", d["test"])
         else:
             row(d, "faces-classify test", d["faces_classify_test"])
             row(d, "ALL faces-voc crops", d["faces_voc_all"])
+    lines += ["", "Alert (without_mask or incorrect_mask) on the test split, by true label:", *alert_rows(docs)]
     for d in docs:
-        if d["kind"] == "target":
+        if d["kind"] in ("target", "three_class"):
             lines.append("")
             lines.append(f"Targets for {d['name']} ({'PASS' if d['all_passed'] else 'FAIL'}):")
             for k, t in d["targets"].items():
-                op = "<=" if k == "train_minutes" else ">="
+                op = "<=" if k in AT_MOST else ">="
                 lines.append(f"- {'PASS' if t['passed'] else 'FAIL'} {k}: {t['value']:.4g} (target {op} {t['limit']})")
     return "\n".join(lines)
 
@@ -228,13 +345,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
     p.add_argument("--sizes", default="128", help="input sizes for the target run, comma separated (default 128)")
     p.add_argument("--skip-generalization", action="store_true", help="only the target run(s)")
+    p.add_argument("--skip-3class", action="store_true", help="without the 3-label run")
     p.add_argument("--retrain", action="store_true", help="train again even when a run's model exists")
     p.add_argument("--epochs-finetune", type=int, help="override the default fine-tune epochs")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any TrainConfig field for a recipe experiment, e.g. --set label_smoothing=0.1 "
                         "(repeatable; the runs are named all-<size>-<tag>, see --tag)")
     p.add_argument("--target", action="append", default=[], metavar="NAME=VALUE",
-                   help="replace a target (repeatable): " + ", ".join(f"{k}={v:g}" for k, v in TARGETS.items()))
+                   help="replace a target (repeatable): "
+                        + ", ".join(f"{k}={v:g}" for k, v in {**TARGETS, **TARGETS_3}.items()))
     p.add_argument("--tag", default="", help="suffix of the run names, to keep an experiment beside the default")
     return p.parse_args(argv)
 
@@ -271,8 +390,12 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("KERAS_HOME", str(SHARED / "keras-home"))
     from benchmarks.targets import parse_overrides
 
-    limits = parse_overrides(args.target, TARGETS)
-    docs = [bench_target(s, data_root, runs, out, args.retrain, extra, suffix, limits) for s in sizes]
+    limits = parse_overrides(args.target, {**TARGETS, **TARGETS_3})
+    docs = [bench_target(s, data_root, runs, out, args.retrain, extra, suffix, {k: limits[k] for k in TARGETS})
+            for s in sizes]
+    if not args.skip_3class:
+        docs += [bench_three_class(s, data_root, runs, out, args.retrain, extra, suffix,
+                                   {k: limits[k] for k in TARGETS_3}) for s in sizes]
     if not args.skip_generalization:
         docs.append(bench_generalization(sizes[0], data_root, runs, out, args.retrain, extra, suffix))
     summary = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),

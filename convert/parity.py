@@ -9,6 +9,7 @@ threshold), so "agreement" means "the same alert decisions".
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,14 @@ def parity_metrics(
     keras_probs: np.ndarray,
     tflite_probs: np.ndarray,
     y_true: np.ndarray,
-    alert_index: int,
+    alert_index: int | Sequence[int],
     threshold: float,
     split: str = "val",
 ) -> Parity:
-    """Compare two models' probabilities (N, classes) on the same labelled images."""
+    """Compare two models' probabilities (N, classes) on the same labelled images.
+
+    ``alert_index``: the alert label(s) (:func:`device.decision.decide`); the F1 reported is that
+    of the first one (``without_mask``)."""
     keras_probs = np.asarray(keras_probs, dtype=np.float32)
     tflite_probs = np.asarray(tflite_probs, dtype=np.float32)
     if keras_probs.shape != tflite_probs.shape:
@@ -58,8 +62,9 @@ def parity_metrics(
         raise ValueError("parity check needs at least one image")
     pk = decide(keras_probs, alert_index, threshold)
     pt = decide(tflite_probs, alert_index, threshold)
-    mk = classification_metrics(y_true, pk, alert_index)
-    mt = classification_metrics(y_true, pt, alert_index)
+    first = alert_index if isinstance(alert_index, (int, np.integer)) else list(alert_index)[0]
+    mk = classification_metrics(y_true, pk, first)
+    mt = classification_metrics(y_true, pt, first)
     diff = np.abs(keras_probs - tflite_probs)
     return Parity(
         split=split,

@@ -311,7 +311,7 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
     result = ConvertResult(source=model_path, data=data)
     log.info("Keras predictions on %d val images", len(x_val))
     ref = keras_probabilities(model, x_val)
-    alert_index = labels.index(src.alert_label)
+    alert_index = [labels.index(lb) for lb in src.alerts]  # their summed probability is what alerts
     for kind in kinds:
         path = out / f"{name}_{kind}.tflite"
         log.info("converting to %s -> %s", kind, path)

@@ -403,7 +403,7 @@ def _accuracy(entries: list[dict], clfs: Sequence, images: LabelledImages, ref: 
     preds = []
     for entry, clf in zip(entries, clfs, strict=True):
         probs = _evaluate(clf, images)[keep]
-        pred = decide(probs, clf.alert_index, float(clf.card.threshold))
+        pred = decide(probs, clf.alert_indices, float(clf.card.threshold))
         preds.append(pred)
         m = classification_metrics(y, pred, clf.alert_index)
         entry["accuracy"] = {

@@ -62,7 +62,7 @@ def summary_lines(cfg: Any, parts: Components) -> list[str]:
         f"             name={card.name} backbone={card.backbone} quantization={card.quantization} "
         f"input={card.input_size}x{card.input_size} margin={card.margin} interpreter={clf.backend}",
         f"             sha256={clf.sha256}",
-        f"labels       {', '.join(card.labels)} (alert: {card.alert_label})",
+        f"labels       {', '.join(card.labels)} (alert: {' or '.join(parts.alert_labels or card.alerts)})",
         f"threshold    {parts.threshold} (from {parts.threshold_source})",
         f"detector     {det.kind}: {det_file}",
         f"             score_threshold={det.score_threshold if det.score_threshold is not None else 'default'} "

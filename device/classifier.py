@@ -37,6 +37,8 @@ class MaskClassifier:
         self._batch = int(inp.shape[0])
         self._resizable = True
         self.alert_index = self.card.labels.index(self.card.alert_label)
+        #: The card's alert labels (their summed probability is what its threshold applies to).
+        self.alert_indices = [self.card.labels.index(lb) for lb in self.card.alerts]
         self._sha256: str | None = None
 
     @property
@@ -112,5 +114,7 @@ class MaskClassifier:
         return self.predict_crops(self.crops(frame_rgb, boxes))
 
     def alert_scores(self, probs: np.ndarray) -> np.ndarray:
-        """P(alert label) per face: the number the tracker smooths and thresholds."""
-        return probs[:, self.alert_index]
+        """P(alert) per face (the card's alert labels summed): the number the tracker smooths and thresholds."""
+        from device.decision import alert_score
+
+        return alert_score(probs, self.alert_indices)

@@ -449,6 +449,51 @@ def device_id_warning(device_id: str) -> str | None:
             "share MQTT topics and client id and knock each other off the broker; set device_id in the config")
 
 
+def _alert_labels(name: str, value: Any) -> list[str]:
+    from device.contract import THREE_CLASS_LABELS
+
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(name, "must be a non-empty list of label names, e.g. [\"without_mask\", \"incorrect_mask\"], "
+                                f"got {shorten(value)}")
+    for v in value:
+        if v not in THREE_CLASS_LABELS:
+            raise ConfigError(name, f"{v!r} is not a label; labels are {', '.join(THREE_CLASS_LABELS)}")
+    if len(set(value)) != len(value):
+        raise ConfigError(name, f"lists a label twice: {list(value)}")
+    return list(value)
+
+
+def _default_alert_labels() -> list[str]:
+    from device.contract import DEFAULT_ALERT_LABELS
+
+    return list(DEFAULT_ALERT_LABELS)
+
+
+@dataclass
+class AlertsConfig:
+    """Which labels raise an alert (events say the label either way).
+
+    A label set here must be one of the model card's labels (checked when the model is loaded);
+    the default list leaves out what a 2-label model does not have, so such a model alerts on
+    ``without_mask`` as before.
+    """
+
+    labels: list[str] = setting(default_factory=_default_alert_labels, convert=_alert_labels)
+
+    @property
+    def is_default(self) -> bool:
+        return self.labels == _default_alert_labels()
+
+    def for_model(self, model_labels: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        """The alert labels of a model with ``model_labels``; ConfigError naming the field otherwise."""
+        from device.contract import alert_labels_for
+
+        try:
+            return alert_labels_for(model_labels, None if self.is_default else self.labels, "alerts.labels")
+        except ValueError as exc:
+            raise ConfigError("alerts.labels", str(exc).removeprefix("alerts.labels: ")) from None
+
+
 @dataclass
 class DaemonConfig:
     device_id: str = setting(default_factory=this_device_id, check=device_id_problem)
@@ -463,6 +508,7 @@ class DaemonConfig:
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     uncertain: UncertainConfig = field(default_factory=UncertainConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def check(self, base_dir: Path | None = None) -> None:
         """Every rule between fields, once (each lives in its section's ``check``)."""

@@ -32,8 +32,34 @@ INCORRECT_MASK = "incorrect_mask"
 BINARY_LABELS: tuple[str, ...] = (WITH_MASK, WITHOUT_MASK)
 #: Optional three-class mode.
 THREE_CLASS_LABELS: tuple[str, ...] = (WITH_MASK, WITHOUT_MASK, INCORRECT_MASK)
-#: The class that raises an alert at the entrance.
+#: The class that raises an alert at the entrance (a model card's ``alert_label``).
 ALERT_LABEL = WITHOUT_MASK
+#: The classes that raise an alert by default: no mask, and a mask worn wrong (under the nose, on
+#: the chin). A model's own labels decide which of them it can tell (a 2-label model: only the first).
+DEFAULT_ALERT_LABELS: tuple[str, ...] = (WITHOUT_MASK, INCORRECT_MASK)
+
+
+def alert_labels_for(labels: list[str] | tuple[str, ...], wanted: list[str] | tuple[str, ...] | None = None,
+                     where: str = "alert labels") -> tuple[str, ...]:
+    """The alert labels a model with ``labels`` uses, in the model's order.
+
+    ``wanted`` None means :data:`DEFAULT_ALERT_LABELS` as far as the model has them (a 2-label
+    model alerts on ``without_mask`` alone, as it always did). Labels asked for explicitly must
+    all be the model's; at least one label must stay a non-alert one.
+    """
+    labels = list(labels)
+    if wanted is None:
+        chosen = [lb for lb in labels if lb in DEFAULT_ALERT_LABELS]
+    else:
+        unknown = [lb for lb in wanted if lb not in labels]
+        if unknown:
+            raise ValueError(f"{where}: {unknown} not among the model's labels {labels}")
+        chosen = [lb for lb in labels if lb in wanted]
+    if not chosen:
+        raise ValueError(f"{where}: none of {list(wanted or DEFAULT_ALERT_LABELS)} is a label of the model {labels}")
+    if len(chosen) == len(labels):
+        raise ValueError(f"{where}: every label of the model {labels} would alert; leave at least one out")
+    return tuple(chosen)
 
 # Keys are folded names (lower case, letters and digits only). Real datasets spell the same
 # class many ways; anything not listed here is "not a class" rather than a guess.
@@ -196,9 +222,12 @@ class ModelCard(JsonCard):
     input_size: int = DEFAULT_INPUT_SIZE
     labels: list[str] = field(default_factory=lambda: list(BINARY_LABELS))
     alert_label: str = ALERT_LABEL
+    #: The labels whose summed probability ``threshold`` applies to (empty: ``alert_label`` alone,
+    #: as in every card written before models had a third label).
+    alert_labels: list[str] = field(default_factory=list)
     preprocessing: str = PREPROCESSING
     margin: float = DEFAULT_MARGIN
-    #: Probability of ``alert_label`` at or above which a face counts as an alert.
+    #: Probability of the alert labels (summed) at or above which a face counts as an alert.
     threshold: float = 0.5
     #: "float32", "float16", "int8", "uint8" (tflite) or "none" (Keras model).
     quantization: str = "none"
@@ -217,11 +246,18 @@ class ModelCard(JsonCard):
             raise ValueError(f"{where}: labels must be a non-empty list of distinct names, got {self.labels!r}")
         if self.alert_label not in self.labels:
             raise ValueError(f"{where}: alert_label {self.alert_label!r} is not one of labels {self.labels!r}")
+        if self.alert_labels:
+            alert_labels_for(self.labels, self.alert_labels, f"{where}: alert_labels")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{where}: threshold must be within 0..1, got {self.threshold!r}")
         if not 0.0 <= float(self.margin) <= 1.0:
             raise ValueError(f"{where}: margin must be within 0..1, got {self.margin!r}")
 
+
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """The labels the card's threshold was chosen for (see :attr:`alert_labels`)."""
+        return tuple(self.alert_labels) if self.alert_labels else (self.alert_label,)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model card") -> ModelCard:

@@ -77,6 +77,7 @@ class Daemon:
         self.exit_on_end = exit_on_end
         card = parts.card
         self.alert_label = card.alert_label
+        self.alert_labels = tuple(getattr(parts, "alert_labels", ()) or card.alerts)
         self.pipeline = make_pipeline(cfg, parts)
         self.sink_factory = sinks or (lambda home: make_sinks(cfg, parts, home))
         self.sinks: list[Any] = []
@@ -92,7 +93,8 @@ class Daemon:
         self.notifier = Notifier()
         self.watchdog = Watchdog(self.notifier, max_frame_age_s=max(2.0, float(cfg.camera.stall_timeout_s)))
         now_wall, now_mono = time.time(), time.monotonic()
-        self.state = DeviceState(cfg.device_id, card.labels, card.alert_label, now_wall, now_mono)
+        self.state = DeviceState(cfg.device_id, card.labels, card.alert_label, now_wall, now_mono,
+                                 alert_labels=self.alert_labels)
         self.grabber: Any = None
         self.grabber_factory = grabber_factory
         self.timings: list[dict[str, float]] | None = [] if record_timings else None
@@ -297,7 +299,7 @@ class Daemon:
             self.state.on_event(e.type, e.track_id, e.label, now)
             log.info("event %s track %d %s score %.2f", e.type, e.track_id, e.label, e.score)
             self._publish("event", lambda sink, ev=event: sink.publish_event(ev))
-            if e.type == "new" and e.label == self.alert_label and result is not None:
+            if e.type == "new" and e.label in self.alert_labels and result is not None:
                 data = self.monitor.snapshot(result.view, result.view_boxes, result.to_view([e.box]), now)
                 if data is not None:
                     self._publish("snapshot", lambda sink, d=data: sink.publish_snapshot(d))

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from device.decision import alert_score
+
 Region = tuple[float, float, float, float]
 
 
@@ -113,6 +115,9 @@ class Pipeline:
         self.labels = list(classifier.card.labels)
         self.n_labels = len(self.labels)
         self.alert_index = self.labels.index(classifier.card.alert_label)
+        #: The labels whose summed probability is the alert score (the tracker's, else the card's).
+        alerts = getattr(tracker, "alert_labels", None) or classifier.card.alerts
+        self.alert_indices = [self.labels.index(lb) for lb in alerts]
 
     def process(self, rgb: np.ndarray, now: float, scale: tuple[float, float] = (1.0, 1.0)) -> FrameResult:
         """Run one frame taken at wall time ``now`` (what the tracker's timeouts count in).
@@ -130,7 +135,7 @@ class Pipeline:
         view_boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
         if len(faces):
             probs = self.classifier.classify(rgb, view_boxes)  # every face of the frame in one batch
-            scores = self.classifier.alert_scores(probs)
+            scores = alert_score(probs, self.alert_indices)
         else:
             probs = np.zeros((0, self.n_labels), np.float32)
             scores = np.zeros((0,), np.float32)
@@ -140,11 +145,9 @@ class Pipeline:
         boxes = view_boxes if scale == (1.0, 1.0) else np.array([f.box for f in faces], np.float32).reshape(-1, 4)
         size = (round(rgb.shape[1] / scale[0]), round(rgb.shape[0] / scale[1]))
         if self.n_labels > 2 and len(faces):
-            # Three labels: the tracker smooths P(alert) and votes on which other label it is.
-            other = [i for i in range(self.n_labels) if i != self.alert_index]
-            picks = np.asarray(other)[np.argmax(probs[:, other], axis=1)]
-            events = list(self.tracker.update(boxes, scores, now, other_labels=[self.labels[i] for i in picks],
-                                              frame_size=size))
+            # Three labels: the tracker smooths P(alert) and each label's probability, which
+            # picks the label within the alert and the non-alert group.
+            events = list(self.tracker.update(boxes, scores, now, frame_size=size, label_probs=probs))
         else:
             events = list(self.tracker.update(boxes, scores, now, frame_size=size))
         t3 = self.clock()

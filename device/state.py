@@ -1,7 +1,7 @@
 """The retained ``state`` document the daemon publishes every ``state_interval_s``.
 
 Home Assistant's discovery templates read a few flat keys (``no_mask_present``,
-``<label>_total``, ``<label>_today``, ``fps``); everything else (per-stage latency, camera,
+``alert_present``, ``<label>_total``, ``<label>_today``, ``<label>_present``, ``fps``); everything else (per-stage latency, camera,
 broker and monitor status) is there so a person looking at one retained message can tell
 whether the device is healthy without logging in to it.
 
@@ -108,10 +108,12 @@ class DeviceState:
     """Accumulates what the daemon sees between two state messages and renders the payload."""
 
     def __init__(self, device_id: str, labels: Sequence[str], alert_label: str,
-                 start_wall: float, start_mono: float):
+                 start_wall: float, start_mono: float, alert_labels: Sequence[str] = ()):
         self.device_id = device_id
         self.labels = tuple(labels)
         self.alert_label = alert_label
+        #: Labels whose presence makes ``alert_present`` true (default: ``alert_label`` alone).
+        self.alert_labels = tuple(alert_labels) or (alert_label,)
         self.start_wall = start_wall
         self.start_mono = start_mono
         self.people = PeopleCounter(self.labels, start_wall)
@@ -160,11 +162,14 @@ class DeviceState:
             "time": iso_utc(now_wall),
             "uptime_s": round(now_mono - self.start_mono, 1),
             "no_mask_present": self.presence.count(self.alert_label) > 0,
+            "alert_present": any(self.presence.count(lb) for lb in self.alert_labels),
+            "alert_labels": list(self.alert_labels),
             "people_present": self.presence.count(),
         }
         for label in sorted(set(self.labels) | set(self.people.total)):
             out[f"{label}_total"] = self.people.total.get(label, 0)
             out[f"{label}_today"] = self.people.today.get(label, 0)
+            out[f"{label}_present"] = self.presence.count(label)
         out.update(
             today=self.people.day.isoformat(),
             fps=self.fps(now_mono),

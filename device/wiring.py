@@ -30,6 +30,7 @@ class Components:
     threshold: float  # the alert threshold in force (config, else the card's)
     threshold_source: str  # "config" | "model card"
     model_info: dict[str, Any]  # the ``model`` block of every event
+    alert_labels: tuple[str, ...] = ()  # the labels that alert (``[alerts] labels`` for this model)
 
     @property
     def card(self) -> Any:
@@ -98,7 +99,22 @@ def load_components(cfg: Any) -> Components:
         min_face=cfg.detector.min_face, num_threads=cfg.detector.num_threads, mirror=cfg.detector.mirror,
     )
     info = model_info(clf.card.name, clf.sha256, clf.card.quantization, threshold)
-    return Components(clf, detector, det_path, verified, threshold, source, info)
+    return Components(clf, detector, det_path, verified, threshold, source, info, alert_labels(cfg, clf.card))
+
+
+def alert_labels(cfg: Any, card: Any) -> tuple[str, ...]:
+    """``[alerts] labels`` for this model (ConfigError naming the field when the card lacks one).
+
+    The card's threshold was chosen for the card's own alert labels (their summed probability);
+    another set is allowed but the threshold then means something else, so it is logged.
+    """
+    from device.config import AlertsConfig
+
+    labels = getattr(cfg, "alerts", AlertsConfig()).for_model(card.labels)
+    if cfg.classifier.threshold is None and tuple(labels) != tuple(card.alerts):
+        log.warning("alerts.labels %s differ from the labels the model card's threshold was chosen for %s",
+                    list(labels), list(card.alerts))
+    return labels
 
 
 def make_pipeline(cfg: Any, parts: Components) -> Any:
@@ -107,7 +123,7 @@ def make_pipeline(cfg: Any, parts: Components) -> Any:
     from device.tracking.tracker import Tracker
 
     card = parts.card
-    tracker = Tracker(cfg.tracker, card.labels, card.alert_label, parts.threshold)
+    tracker = Tracker(cfg.tracker, card.labels, parts.alert_labels or card.alerts, parts.threshold)
     det = cfg.detector
     return Pipeline(parts.detector, parts.classifier, tracker, min_face=det.min_face,
                     ignore_regions=det.ignore_regions, max_faces=det.max_faces,
@@ -119,7 +135,9 @@ def make_sinks(cfg: Any, parts: Components, state_home: Path) -> list[Any]:
     (the MQTT outbox)."""
     from device.comms.mqtt import MqttPublisher
 
-    mqtt = MqttPublisher(cfg.mqtt, cfg.device_id, state_home, cfg.device_name, parts.model_info)
+    card = parts.card
+    mqtt = MqttPublisher(cfg.mqtt, cfg.device_id, state_home, cfg.device_name, parts.model_info,
+                         labels=card.labels, alert_labels=parts.alert_labels or card.alerts)
     log.info("mqtt: %s:%s, events on %s", cfg.mqtt.host, cfg.mqtt.port, mqtt.topics.events)
     return [mqtt]
 

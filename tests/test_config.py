@@ -11,6 +11,7 @@ import pytest
 
 from device.config import (
     QUEUE_MAX_CAP,
+    AlertsConfig,
     CameraConfig,
     ClassifierConfig,
     ConfigError,
@@ -42,6 +43,7 @@ SECTIONS = {
     "snapshot": SnapshotConfig,
     "uncertain": UncertainConfig,
     "web": WebConfig,
+    "alerts": AlertsConfig,
 }
 TOP_LEVEL = ["device_id", "device_name", "state_dir", "state_interval_s"]
 
@@ -130,6 +132,7 @@ BAD: dict[str, list] = {
     "web.password_file": [5, "", "no-such-password-file"],
     "web.blur_faces": ["no", 0],
     "web.max_fps": [0, -1, 31, "5"],
+    "alerts.labels": [[], "without_mask", ["no_mask"], ["without_mask", "without_mask"], [1]],
 }
 
 
@@ -487,3 +490,18 @@ def test_topics_follow_the_same_rules_for_a_config_built_in_code(tmp_path):
 ])
 def test_default_device_id_is_topic_safe(hostname, expected):
     assert default_device_id(hostname) == expected
+
+
+def test_alert_labels_default_to_both_and_must_be_the_models():
+    cfg = config_from_dict({}, env={})
+    assert cfg.alerts.labels == ["without_mask", "incorrect_mask"]
+    # The default fits a 2-label model (without_mask only) and a 3-label one (both).
+    assert cfg.alerts.for_model(["with_mask", "without_mask"]) == ("without_mask",)
+    assert cfg.alerts.for_model(["with_mask", "without_mask", "incorrect_mask"]) == ("without_mask", "incorrect_mask")
+    chosen = config_from_dict({"alerts": {"labels": ["incorrect_mask"]}}, env={})
+    assert chosen.alerts.for_model(["with_mask", "without_mask", "incorrect_mask"]) == ("incorrect_mask",)
+    with pytest.raises(ConfigError, match=r"^alerts\.labels: \['incorrect_mask'\] not among the model's labels"):
+        chosen.alerts.for_model(["with_mask", "without_mask"])
+    everything = config_from_dict({"alerts": {"labels": ["with_mask", "without_mask"]}}, env={})
+    with pytest.raises(ConfigError, match="alerts.labels: every label"):
+        everything.alerts.for_model(["with_mask", "without_mask"])

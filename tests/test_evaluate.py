@@ -68,6 +68,26 @@ def test_summary_numbers_agree_with_each_other():
     assert per_class(cm, ["a", "b"])["b"]["recall"] == 1.0
 
 
+def test_three_labels_alert_on_the_summed_probability_and_report_the_alert_view():
+    labels = ["with_mask", "without_mask", "incorrect_mask"]
+    y = np.array([0, 0, 1, 2, 2])
+    # Face 4: neither alert label alone reaches 0.5, together they do (0.3 + 0.35).
+    probs = np.array([[0.9, 0.05, 0.05], [0.6, 0.1, 0.3], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.35, 0.3, 0.35]])
+    alerts = ["without_mask", "incorrect_mask"]
+    assert decide(probs, [1, 2], 0.5).tolist() == [0, 0, 1, 2, 2]
+    assert decide(probs, 1, 0.5).tolist() == [0, 0, 1, 2, 0]  # one alert label: as before
+    s = summarize(y, probs, labels, "without_mask", 0.5, alerts)
+    assert s["confusion_matrix"] == [[2, 0, 0], [0, 1, 0], [0, 0, 2]]
+    assert s["per_class"]["incorrect_mask"]["f1"] == 1.0
+    view = s["alert"]
+    assert view["labels"] == alerts and view["recall"] == 1.0 and view["precision"] == 1.0
+    assert {k: v["flagged"] for k, v in view["flagged"].items()} == {"with_mask": 0, "without_mask": 1,
+                                                                     "incorrect_mask": 2}
+    # At 0.4 the second masked face (alert probability 0.4) is flagged: a false alarm, counted as one.
+    lower = summarize(y, probs, labels, "without_mask", 0.4, alerts)["alert"]
+    assert lower["flagged"]["with_mask"] == {"n": 2, "flagged": 1, "rate": 0.5} and lower["precision"] == 0.75
+
+
 # ---- the command on real models ------------------------------------------------------------
 
 

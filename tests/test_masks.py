@@ -188,3 +188,69 @@ def test_add_masks_cli_rejects_bad_arguments(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     rc = main(["data", "add-masks", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--incorrect-fraction", "2"])
     assert rc == 2 and "--incorrect-fraction" in capsys.readouterr().err
+
+
+# YuNet gives five points: eyes, nose tip, mouth corners; the mouth centre is their mean and the
+# ears are NaN (device.detectors.yunet.yunet_rows_to_faces). The box's sides stand in for ears.
+YUNET_FACE = FACE.copy()
+YUNET_FACE[4:] = np.nan
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_on_chin_mask_leaves_nose_and_mouth_uncovered(shape):
+    poly = mask_polygon(FACE, MaskStyle(shape=shape, placement="on_chin"))
+    assert not inside(poly, FACE[NOSE]) and not inside(poly, FACE[MOUTH])
+    chin = FACE[MOUTH] + (0, 0.5 * (FACE[MOUTH, 1] - 200))  # half an eye-to-mouth length below the mouth
+    assert inside(poly, chin)
+    assert MaskStyle(placement="on_chin").label == INCORRECT_MASK
+
+
+@pytest.mark.parametrize("placement", ["correct", "below_nose", "on_chin"])
+def test_yunet_keypoints_without_ears_place_the_mask_from_the_box(placement):
+    poly = mask_polygon(YUNET_FACE, MaskStyle(placement=placement), box=BOX)
+    assert inside(poly, FACE[NOSE]) == (placement == "correct")
+    assert inside(poly, FACE[MOUTH]) == (placement != "on_chin")
+    # As wide as the face box allows, not wider.
+    assert BOX[0] - 2 < poly[:, 0].min() < 160 and 240 < poly[:, 0].max() < BOX[2] + 2
+    with pytest.raises(ValueError, match="finite"):
+        mask_polygon(YUNET_FACE, MaskStyle())  # no box: nothing to take the ears from
+
+
+@pytest.mark.slow
+def test_add_masks_worn_wrong_from_a_dataset_train_split(faces, detector_model, tmp_path, capsys):
+    """``--split train --style worn-wrong``: only train faces, each under the nose and on the chin
+    (and worn properly with --also-correct), a manifest of train rows in their originals' groups,
+    and a contact sheet."""
+    from device.manifest import Row, read_manifest, write_manifest
+
+    ds = tmp_path / "ds"
+    rows = []
+    for i, (face, split) in enumerate(zip([*faces, *(f[:, ::-1] for f in faces)], ["train", "train", "test", "val"],
+                                          strict=True)):
+        path = ds / "without_mask" / f"f{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.ascontiguousarray(face[..., ::-1]))
+        rows.append(Row(f"without_mask/f{i}.jpg", "without_mask", f"src/f{i}.jpg", "0", "", f"g{i}",
+                        face.shape[1], face.shape[0], split))
+    write_manifest(ds, rows)
+    out = tmp_path / "ww"
+    args = ["data", "add-masks", str(ds), "--split", "train", "--style", "worn-wrong", "--also-correct",
+            "--detector", "short", "--out", str(out)]
+    assert main(args) == 0
+    assert "below_nose 2, correct 2, on_chin 2" in capsys.readouterr().out
+    made = read_manifest(out)
+    assert sorted((r.label, r.group) for r in made) == [
+        (INCORRECT_MASK, "g0"), (INCORRECT_MASK, "g0"), (INCORRECT_MASK, "g1"), (INCORRECT_MASK, "g1"),
+        (WITH_MASK, "g0"), (WITH_MASK, "g1")]
+    assert {r.split for r in made} == {"train"}  # nothing made from a val or test face
+    assert all((out / r.path).is_file() and r.source.startswith("src/f") for r in made)
+    report = json.loads((out / "add_masks_report.json").read_text())
+    assert report["dataset"]["split"] == "train" and report["contact_sheet"] == "contact_sheet.png"
+    assert cv2.imread(str(out / "contact_sheet.png")) is not None
+    # Bad combinations are refused, naming the option.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["data", "add-masks", str(plain), "--split", "train", "--out", str(tmp_path / "x")]) == 2
+    assert "not a dataset folder" in capsys.readouterr().err
+    assert main(["data", "add-masks", str(ds), "--also-correct", "--out", str(tmp_path / "y")]) == 2
+    assert "--also-correct" in capsys.readouterr().err

@@ -293,16 +293,16 @@ def test_home_assistant_discovery_published_and_resent(broker, tmp_path, publish
                      model_info=MODEL)
     sub = Sub(broker, "homeassistant/+/+/+/config")
     pub.start()
-    assert sub.wait(lambda s: len(s.messages) >= 7)
+    assert sub.wait(lambda s: len(s.messages) >= 8)
     late = Sub(broker, "homeassistant/+/+/+/config")
-    assert late.wait(lambda s: len(s.messages) >= 7)
+    assert late.wait(lambda s: len(s.messages) >= 8)
     time.sleep(0.2)
-    assert all(m.retain for m in late.messages) and len(late.messages) == 7
+    assert all(m.retain for m in late.messages) and len(late.messages) == 8
     configs = {m.topic: json.loads(m.payload) for m in late.messages}
-    assert len(configs) == 7
+    assert len(configs) == 8
     components = sorted(t.split("/")[1] for t in configs)
-    assert components == ["binary_sensor", "event", "sensor", "sensor", "sensor", "sensor", "sensor"]
-    assert len({c["unique_id"] for c in configs.values()}) == 7
+    assert components == ["binary_sensor", "binary_sensor", "event", "sensor", "sensor", "sensor", "sensor", "sensor"]
+    assert len({c["unique_id"] for c in configs.values()}) == 8
     assert {json.dumps(c["device"], sort_keys=True) for c in configs.values()} == {
         json.dumps(next(iter(configs.values()))["device"], sort_keys=True)
     }
@@ -316,13 +316,16 @@ def test_home_assistant_discovery_published_and_resent(broker, tmp_path, publish
             assert c["state_topic"] == pub.topics.state
             used = set(re.findall(r"value_json\.(\w+)", c["value_template"]))
             assert used and used <= set(STATE_KEYS), used
-    binary = next(c for t, c in configs.items() if "/binary_sensor/" in t)
-    assert "no_mask_present" in binary["value_template"]
+    binary = {t.split("/")[3]: c for t, c in configs.items() if "/binary_sensor/" in t}
+    assert "no_mask_present" in binary["no_mask_present"]["value_template"]
+    # A 2-label model: "alert present" means a person without mask, as no_mask_present does.
+    assert "alert_present" in binary["alert_present"]["value_template"]
+    assert binary["alert_present"]["name"] == "Alert: person without mask present"
 
     with sub.cond:
         sub.messages.clear()
     sub.client.publish("homeassistant/status", "online", qos=1)
-    assert sub.wait(lambda s: len({m.topic for m in s.messages}) >= 7)
+    assert sub.wait(lambda s: len({m.topic for m in s.messages}) >= 8)
     assert {m.topic for m in sub.messages} == set(configs)
     sub.close()
     late.close()

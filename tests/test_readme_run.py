@@ -143,7 +143,11 @@ def test_readme_walkthrough_runs_as_written(shared, detector_model, tmp_path):
     for name in ("model.keras", "model.json", "curves.png", "history.csv", "config.json"):
         assert (run / name).is_file(), name
     card = json.loads((run / "model.json").read_text())
-    assert card["input_size"] == 128 and card["labels"] == ["with_mask", "without_mask"]
+    # Masks drawn worn wrong on the train faces make the default 3 labels, alerting on two.
+    made = read_manifest(work / "data/worn-wrong")
+    assert made and {r.split for r in made} == {"train"} and {r.label for r in made} == {"incorrect_mask"}
+    assert card["input_size"] == 128 and card["labels"] == ["with_mask", "without_mask", "incorrect_mask"]
+    assert card["alert_labels"] == ["without_mask", "incorrect_mask"]
     evaluated = next(v for k, v in outputs.items() if k.startswith("maskwatch evaluate"))
     written = re.search(r"threshold (\d\.\d+) written to (\S+)", evaluated)
     assert written and Path(written.group(2)) == Path("runs/default/model.json"), evaluated[-2000:]

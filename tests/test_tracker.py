@@ -285,3 +285,59 @@ def test_walked_out():
     assert walked_out(np.array([560, 100, 638, 160]), np.zeros(2), (640, 480))  # right edge
     assert not walked_out(np.array([300, 200, 360, 260]), np.zeros(2), (640, 480))
     assert walked_out(np.array([500, 200, 560, 260]), np.array([200.0, 0.0]), (640, 480))  # heading out
+
+
+# ----------------------------------------------------------------------------- three labels, two alerting
+
+THREE = ("with_mask", "without_mask", "incorrect_mask")
+ALERTS = ("without_mask", "incorrect_mask")
+
+
+def run_probs(tracker, probs_per_frame, t0=0.0):
+    """One face standing still; ``probs_per_frame`` its (with, without, incorrect) per frame."""
+    events, box = [], np.array([[100.0, 100.0, 160.0, 160.0]])
+    for i, p in enumerate(probs_per_frame):
+        p = np.asarray(p, dtype=float)[None]
+        events += tracker.update(box, p[:, 1] + p[:, 2], t0 + i * DT, label_probs=p)
+    return events
+
+
+def test_mask_on_under_the_nose_off_gives_one_person_and_two_updates():
+    tr = Tracker(TrackerConfig(), THREE, ALERTS, 0.5)
+    on, under, off = (0.9, 0.04, 0.06), (0.1, 0.2, 0.7), (0.02, 0.9, 0.08)
+    events = run_probs(tr, [on] * 8 + [under] * 8 + [off] * 8)
+    assert types(events) == [("new", 1, "with_mask"), ("update", 1, "incorrect_mask"), ("update", 1, "without_mask")]
+    # Scores are the smoothed probability of each event's own label.
+    assert events[0].score > 0.85 and events[1].score > 0.5 and events[2].score > 0.5
+    assert tr.counts == {"with_mask": 1, "without_mask": 0, "incorrect_mask": 0}
+
+
+def test_noise_between_incorrect_and_without_does_not_flap():
+    """The model wavers between "under the nose" and "no mask": the summed alert probability
+    stays high (one alert, no flip to with_mask) and the label moves only on a clear lead."""
+    tr = Tracker(TrackerConfig(), THREE, ALERTS, 0.5)
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(60):
+        a = rng.uniform(0.4, 0.6)  # P(incorrect) share of a 0.95 alert probability
+        frames.append((0.05, 0.95 * (1 - a), 0.95 * a))
+    events = run_probs(tr, frames)
+    assert [e.type for e in events] == ["new"] and events[0].label in ALERTS
+    # Without the hysteresis on the label, the same noise flips it between the two.
+    loose = Tracker(TrackerConfig(hysteresis=0.0), THREE, ALERTS, 0.5)
+    assert len(run_probs(loose, frames)) > 3
+
+
+def test_a_label_outside_the_alert_group_decides_nothing_alone():
+    """Alert on incorrect_mask only: a face the model calls without_mask is not an alert."""
+    tr = Tracker(TrackerConfig(), THREE, ["incorrect_mask"], 0.5)
+    box = np.array([[0.0, 0.0, 50.0, 50.0]])
+    events = []
+    for i in range(5):
+        p = np.array([[0.1, 0.85, 0.05]])
+        events += tr.update(box, p[:, 2], i * DT, label_probs=p)
+    assert types(events) == [("new", 1, "without_mask")]
+    with pytest.raises(ValueError, match="leave no label"):
+        Tracker(TrackerConfig(), LABELS, LABELS, 0.5)
+    with pytest.raises(ValueError, match="label_probs"):
+        tr.update(box, np.array([0.5]), 1.0, label_probs=np.ones((1, 2)))

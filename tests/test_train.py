@@ -259,6 +259,28 @@ def test_empty_folder_is_refused(tmp_path, capsys):
     assert "not found" in err and "nope" in err
 
 
+def test_extra_train_must_come_from_this_datasets_train_split(synth_data, tmp_path, capsys):
+    """Synthetic faces made from another dataset (or before a re-split) could be val or test
+    faces in disguise: refused before training, with the command that makes them right."""
+    import json
+
+    from device.manifest import manifest_sha256
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--extra-train": str(extra)}), capsys)
+    assert "--extra-train" in err and "add_masks_report.json" in err
+    made = {"split": "test", "manifest_sha256": manifest_sha256(synth_data), "path": str(synth_data)}
+    (extra / "add_masks_report.json").write_text(json.dumps({"dataset": made}))
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--extra-train": str(extra)}), capsys)
+    assert "not made from the train split" in err and "--split train" in err
+    made.update(split="train", manifest_sha256="0" * 64)  # the dataset changed since
+    (extra / "add_masks_report.json").write_text(json.dumps({"dataset": made}))
+    err = _error(tiny_cli_args(synth_data, tmp_path / "run", **{"--extra-train": str(extra)}), capsys)
+    assert "not made from the train split" in err
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
 def test_unreadable_image_is_named(face_tree, tmp_path, capsys):
     data = make_dataset(face_tree, tmp_path / "data", {"with_mask": 3, "without_mask": 3})
     bad = read_manifest(data)[1]

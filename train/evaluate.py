@@ -22,8 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from device.contract import ModelCard, card_path, load_card_for
-from device.decision import decide
+from device.contract import (
+    DEFAULT_ALERT_LABELS,
+    THREE_CLASS_LABELS,
+    ModelCard,
+    alert_labels_for,
+    card_path,
+    load_card_for,
+)
+from device.decision import alert_score, decide
 from device.metrics import confusion, per_class
 
 if TYPE_CHECKING:
@@ -99,15 +106,22 @@ def choose_threshold(positive: np.ndarray, scores: np.ndarray, mode: str = "max_
 
 
 def summarize(y: np.ndarray, probs: np.ndarray, labels: Sequence[str], alert_label: str,
-              threshold: float) -> dict[str, Any]:
-    """Every number of an evaluation report (JSON-ready)."""
+              threshold: float, alert_labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every number of an evaluation report (JSON-ready).
+
+    ``alert_labels`` (default: ``alert_label`` alone) are the labels whose summed probability
+    the threshold applies to (:mod:`device.decision`); ``alert`` holds that binary view:
+    precision / recall / F1 of "alert" against the truth, and the fraction flagged per true label.
+    ``<alert_label>_*`` stay the per-class numbers of that one label.
+    """
     labels = list(labels)
-    a = labels.index(alert_label)
+    alerts = list(alert_labels or [alert_label])
+    idx = [labels.index(lb) for lb in alerts]
     y = np.asarray(y, np.int64)
-    pred = decide(probs, a, threshold)
+    pred = decide(probs, idx, threshold)
     cm = confusion(y, pred, len(labels))
-    positive = y == a
-    scores = np.asarray(probs)[:, a]
+    positive = np.isin(y, idx)
+    scores = alert_score(probs, idx) if len(y) else np.zeros(0, np.float32)
     _, _, _, auc = roc(positive, scores)
     _, _, _, ap = precision_recall(positive, scores)
     classes = per_class(cm, labels)
@@ -121,12 +135,29 @@ def summarize(y: np.ndarray, probs: np.ndarray, labels: Sequence[str], alert_lab
         "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
         "confusion_matrix": cm.tolist(),
         "alert_label": alert_label,
+        "alert": alert_view(y, scores >= threshold, labels, alerts),
         "roc_auc": auc,
         "average_precision": ap,
         f"{alert_label}_precision": classes[alert_label]["precision"],
         f"{alert_label}_recall": classes[alert_label]["recall"],
         f"{alert_label}_f1": classes[alert_label]["f1"],
     }
+
+
+def alert_view(y: np.ndarray, flagged: np.ndarray, labels: Sequence[str], alert_labels: Sequence[str]) -> dict[str, Any]:
+    """The binary "alert" view: P/R/F1 of flagging the ``alert_labels`` faces, and per true label
+    how many faces were flagged (a masked face flagged is a false alarm at the door)."""
+    labels = list(labels)
+    y, flagged = np.asarray(y, np.int64), np.asarray(flagged, bool)
+    truth = np.isin(y, [labels.index(lb) for lb in alert_labels if lb in labels])
+    m = per_class(confusion(truth.astype(np.int64), flagged.astype(np.int64), 2), ["ok", "alert"])["alert"]
+    by_label = {}
+    for i, lb in enumerate(labels):
+        n = int(np.sum(y == i))
+        k = int(np.sum(flagged[y == i]))
+        by_label[lb] = {"n": n, "flagged": k, "rate": (k / n) if n else float("nan")}
+    return {"labels": list(alert_labels), "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+            "flagged": by_label}
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +241,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--worst", type=int, default=24, help="mistakes on the contact sheet")
+    parser.add_argument("--alert-labels", default=None, metavar="LABEL[,LABEL]",
+                        help="labels that raise an alert, their probabilities summed (default: "
+                             f"{','.join(DEFAULT_ALERT_LABELS)} as far as the model has them)")
 
 
 def _metrics_key(card: ModelCard, split: str, data: Path) -> str:
@@ -236,11 +270,14 @@ class Threshold:
 def evaluate(model: Path, data: Path, split: str = "test", threshold_mode: str = "max_f1",
              target_recall: float = 0.98, threshold_split: str = "val", out: Path | None = None,
              threads: int | None = None, batch_size: int = 64, worst: int = 24,
-             write_threshold: bool = False) -> dict[str, Any]:
+             write_threshold: bool = False, alert_labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Measure ``model`` on a split: PNGs and report.json in ``out``; returns the report.
 
     With ``write_threshold`` the chosen threshold (and these metrics) go into the model's card,
     which is what conversion and the device then use; otherwise the card is not touched.
+    ``alert_labels``: see :func:`device.contract.alert_labels_for`. Faces of the split whose label
+    the model does not have (``incorrect_mask`` for a 2-label model) are predicted too, for the
+    alert view's "flagged" rates only.
     """
     from train.dataset import load_split_data
 
@@ -248,20 +285,47 @@ def evaluate(model: Path, data: Path, split: str = "test", threshold_mode: str =
     model, data = Path(model), Path(data)
     clf = load_classifier(model, threads)
     card = clf.card
+    alerts = alert_labels_for(card.labels, alert_labels, "--alert-labels")
     out = Path(out) if out else model.parent / f"eval_{model.stem}_{split.replace(':', '_')}"
 
     ds = load_split_data(data, split, card.input_size, list(card.labels))
     log.info("evaluating %s on %s/%s: %d faces %s", model.name, data, split, len(ds), ds.counts())
     probs = predict_all(clf, ds.x, batch_size, desc=f"predicting {split}")
     threshold = pick_threshold(clf, data, split, ds.y, probs, threshold_mode, target_recall, threshold_split,
-                               batch_size)
-    report = build_report(model, data, split, ds, probs, card, threshold)
+                               batch_size, alerts)
+    report = build_report(model, data, split, ds, probs, card, threshold, alerts)
+    flag_other_labels(report, clf, data, split, threshold.value, alerts, batch_size)
     out.mkdir(parents=True, exist_ok=True)
     report["files"] = {k: str(v) for k, v in draw_figures(report, ds, probs, out, worst).items()}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if write_threshold:
         write_threshold_to_card(model, card, report, threshold, _metrics_key(card, split, data))
     return report
+
+
+def flag_other_labels(report: dict[str, Any], clf: Classifier, data: Path, split: str, threshold: float,
+                      alerts: Sequence[str], batch_size: int = 64) -> None:
+    """Add to the alert view how many faces of labels the model lacks it flags (e.g. how many
+    masks worn under the nose a 2-label model catches as "no mask")."""
+    from train.dataset import dataset_rows, load_rows, rows_of_split
+
+    card = clf.card
+    missing = [lb for lb in THREE_CLASS_LABELS if lb not in card.labels]
+    if not missing:
+        return
+    try:
+        rows = rows_of_split(dataset_rows(data, missing), split)
+    except ValueError:
+        return  # the dataset has none of them
+    if not rows:
+        return
+    other = load_rows(data, rows, card.input_size, missing, progress=False)
+    probs = predict_all(clf, other.x, batch_size, desc=f"predicting {split} ({', '.join(missing)})")
+    flagged = alert_score(probs, [list(card.labels).index(lb) for lb in alerts]) >= threshold
+    for i, lb in enumerate(missing):
+        n, k = int(np.sum(other.y == i)), int(np.sum(flagged[other.y == i]))
+        if n:
+            report["alert"]["flagged"][lb] = {"n": n, "flagged": k, "rate": k / n, "label_not_in_model": True}
 
 
 def _check_options(threshold_mode: str, target_recall: float, write_threshold: bool) -> None:
@@ -275,7 +339,8 @@ def _check_options(threshold_mode: str, target_recall: float, write_threshold: b
 
 
 def pick_threshold(clf: Classifier, data: Path, split: str, y: np.ndarray, probs: np.ndarray, mode: str,
-                   target_recall: float, threshold_split: str, batch_size: int) -> Threshold:
+                   target_recall: float, threshold_split: str, batch_size: int,
+                   alerts: Sequence[str] | None = None) -> Threshold:
     """The card's threshold, or one chosen on ``threshold_split`` (on ``split`` itself when the
     dataset has no such rows), so the reported numbers are not tuned on the data they describe."""
     from train.dataset import dataset_rows, load_split_data, rows_of_split
@@ -284,7 +349,7 @@ def pick_threshold(clf: Classifier, data: Path, split: str, y: np.ndarray, probs
     if mode == "card":
         return Threshold(float(card.threshold), mode, "card")
     labels = list(card.labels)
-    a = labels.index(card.alert_label)
+    idx = [labels.index(lb) for lb in (alerts or card.alerts)]
     chosen_on = split
     if threshold_split != split:
         if rows_of_split(dataset_rows(data, labels), threshold_split):
@@ -293,16 +358,17 @@ def pick_threshold(clf: Classifier, data: Path, split: str, y: np.ndarray, probs
             probs = predict_all(clf, tds.x, batch_size, desc=f"predicting {threshold_split}")
         else:
             log.warning("%s has no %s rows: the threshold is chosen on %s itself", data, threshold_split, split)
-    value = choose_threshold(y == a, probs[:, a], mode, target_recall)
+    value = choose_threshold(np.isin(y, idx), alert_score(probs, idx), mode, target_recall)
     return Threshold(value, mode, chosen_on, target_recall if mode == "recall" else None)
 
 
 def build_report(model: Path, data: Path, split: str, ds: Split, probs: np.ndarray, card: ModelCard,
-                 threshold: Threshold) -> dict[str, Any]:
+                 threshold: Threshold, alerts: Sequence[str] | None = None) -> dict[str, Any]:
     """Every number of the report: the metrics at the threshold, at 0.5 for comparison, and what was run."""
     labels, alert = list(card.labels), card.alert_label
-    report = summarize(ds.y, probs, labels, alert, threshold.value)
-    at_half = summarize(ds.y, probs, labels, alert, 0.5)
+    alerts = list(alerts or card.alerts)
+    report = summarize(ds.y, probs, labels, alert, threshold.value, alerts)
+    at_half = summarize(ds.y, probs, labels, alert, 0.5, alerts)
     report.update({
         "model": str(model), "data": str(data), "split": split, "labels": labels,
         "threshold_mode": threshold.mode, "target_recall": threshold.target_recall,
@@ -322,21 +388,24 @@ def draw_figures(report: dict[str, Any], ds: Split, probs: np.ndarray, out: Path
 
     labels, alert, threshold = report["labels"], report["alert_label"], report["threshold"]
     a = labels.index(alert)
+    idx = [labels.index(lb) for lb in report["alert"]["labels"]]
     name = Path(report["model"]).name
-    positive, scores = ds.y == a, probs[:, a]
+    positive, scores = np.isin(ds.y, idx), alert_score(probs, idx)
     fpr, tpr, _, auc = roc(positive, scores)
     prec, rec, _, ap = precision_recall(positive, scores)
     cm = np.asarray(report["confusion_matrix"])
-    pt_fp = cm[np.arange(len(labels)) != a, a].sum() / max(1, (ds.y != a).sum())
-    pt_tp = report[f"{alert}_recall"]
+    flagged = report["alert"]["flagged"]
+    pt_fp = sum(flagged[lb]["flagged"] for i, lb in enumerate(labels) if i not in idx) / max(1, int((~positive).sum()))
+    pt_tp = report["alert"]["recall"]
+    alert_name = "+".join(report["alert"]["labels"])
     files = {
         "confusion_matrix": plots.confusion_matrix(cm, labels, out / "confusion_matrix.png",
                                                    f"{name} on {report['split']} (threshold {threshold:.3f})"),
-        "roc": plots.roc_curve(fpr, tpr, auc, out / "roc.png", alert, (float(pt_fp), float(pt_tp))),
-        "pr": plots.pr_curve(rec, prec, ap, out / "pr.png", alert,
-                             (float(pt_tp), float(report[f"{alert}_precision"]))),
+        "roc": plots.roc_curve(fpr, tpr, auc, out / "roc.png", alert_name, (float(pt_fp), float(pt_tp))),
+        "pr": plots.pr_curve(rec, prec, ap, out / "pr.png", alert_name,
+                             (float(pt_tp), float(report["alert"]["precision"]))),
     }
-    pred = decide(probs, a, threshold)
+    pred = decide(probs, idx, threshold)
     wrong = np.flatnonzero(pred != ds.y)
     confidence = probs[wrong, pred[wrong]]
     worst_idx = wrong[np.argsort(-confidence, kind="mergesort")][:worst]
@@ -357,6 +426,7 @@ def write_threshold_to_card(model: Path, card: ModelCard, report: dict[str, Any]
     """The chosen threshold, how it was chosen and the headline metrics, into the model's card."""
     alert = card.alert_label
     card.threshold = round(threshold.value, 6)
+    card.alert_labels = list(report["alert"]["labels"]) if len(card.labels) > 2 else []
     card.metrics[key] = {k: report[k] for k in ("n", "accuracy", "roc_auc", "average_precision", "threshold",
                                                 f"{alert}_precision", f"{alert}_recall", f"{alert}_f1")}
     card.extra["threshold"] = {"mode": threshold.mode, "chosen_on": threshold.chosen_on,
@@ -367,24 +437,29 @@ def write_threshold_to_card(model: Path, card: ModelCard, report: dict[str, Any]
 
 
 def format_report(r: dict[str, Any]) -> str:
-    alert = r["alert_label"]
     lines = [
         f"{r['model']} on {r['split']} ({r['n']} faces), threshold {r['threshold']:.4f} "
         f"({r['threshold_mode']}, chosen on {r['threshold_chosen_on']})",
-        f"accuracy {r['accuracy']:.4f}  (argmax {r['accuracy_argmax']:.4f})   ROC AUC({alert}) {r['roc_auc']:.4f}"
+        f"accuracy {r['accuracy']:.4f}  (argmax {r['accuracy_argmax']:.4f})   "
+        f"ROC AUC({'+'.join(r['alert']['labels'])}) {r['roc_auc']:.4f}"
         f"   AP {r['average_precision']:.4f}",
         f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
     for lab, c in r["per_class"].items():
         lines.append(f"{lab:<16}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>9d}")
     lines.append("confusion (rows true, cols predicted): " + json.dumps(r["confusion_matrix"]))
+    view = r["alert"]
+    flagged = ", ".join(f"{lb} {v['flagged']}/{v['n']} ({v['rate']:.3f})" for lb, v in view["flagged"].items() if v["n"])
+    lines.append(f"alert = {' or '.join(view['labels'])}: precision {view['precision']:.4f}  recall "
+                 f"{view['recall']:.4f}  f1 {view['f1']:.4f}; flagged: {flagged}")
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
     report = evaluate(args.model, args.data, args.split, args.threshold_mode, args.target_recall,
                       args.threshold_split, args.out, args.threads, args.batch_size, args.worst,
-                      write_threshold=args.write_threshold)
+                      write_threshold=args.write_threshold,
+                      alert_labels=[v.strip() for v in args.alert_labels.split(",")] if args.alert_labels else None)
     print(format_report(report))
     print(f"report: {Path(report['files']['confusion_matrix']).parent / 'report.json'}")
     if args.write_threshold:

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device.contract import ALERT_LABEL, BINARY_LABELS, THREE_CLASS_LABELS, ModelCard, card_path
+from device.contract import (
+    ALERT_LABEL,
+    BINARY_LABELS,
+    THREE_CLASS_LABELS,
+    ModelCard,
+    alert_labels_for,
+    card_path,
+)
 
 if TYPE_CHECKING:
     from train.augment import AugmentConfig
@@ -58,7 +65,11 @@ class TrainConfig:
     lr_finetune: float = 1e-4
     optimizer: str = "adam"
     batch_size: int = 32
-    classes: int = 2
+    #: 2 (with / without mask), 3 (plus incorrect_mask) or 0: 3 when the train data (with
+    #: ``extra_train``) holds incorrectly worn masks, else 2. On the shared data's test split, 3
+    #: labels with synthetic masks worn wrong flag 0.80 of the real incorrect masks, 2 labels 0.25
+    #: (README, "Masks worn wrong: three labels").
+    classes: int = 0
     seed: int = 0
     patience: int = 3
     #: Feature copies of the train split for the head phase: 1 clean + (n - 1) augmented.
@@ -67,6 +78,9 @@ class TrainConfig:
     blur: bool = False
     dropout: float = 0.2
     label_smoothing: float = 0.0
+    #: A dataset of synthetic faces for the train split only (``maskwatch data add-masks DATA
+    #: --split train --out DIR``): made from this dataset's train faces, so val and test stay real.
+    extra_train: str = ""
     name: str = ""
     overwrite: bool = False
 
@@ -75,8 +89,8 @@ class TrainConfig:
         return BINARY_LABELS if self.classes == 2 else THREE_CLASS_LABELS
 
     def validate(self) -> None:
-        if self.classes not in (2, 3):
-            raise ValueError(f"--classes must be 2 or 3, got {self.classes}")
+        if self.classes not in (0, 2, 3):
+            raise ValueError(f"--classes must be 2 or 3 (0: by the data), got {self.classes}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         for name in ("epochs_head", "epochs_finetune", "finetune_layers", "patience"):
@@ -93,6 +107,11 @@ class TrainConfig:
             raise ValueError(f"--head-copies must be >= 1, got {self.head_copies}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be within [0, 1), got {self.dropout}")
+
+    @property
+    def alert_labels(self) -> list[str]:
+        """What the card's threshold covers: the alert labels this model has."""
+        return list(alert_labels_for(self.labels)) if self.classes > 2 else []
 
 
 @dataclass
@@ -194,8 +213,16 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
 
     cfg.validate()
     data, out = Path(cfg.data), Path(cfg.out)
+    if cfg.extra_train:
+        check_extra_provenance(Path(cfg.extra_train), data)
+    if cfg.classes == 0:
+        cfg.classes = classes_in(data, Path(cfg.extra_train) if cfg.extra_train else None)
+        log.info("--classes: %d (%s)", cfg.classes, "the train data holds incorrect_mask faces" if cfg.classes == 3
+                 else "no incorrect_mask faces in the train data")
     check_options(cfg.backbone, cfg.input_size, cfg.alpha, cfg.weights)
     counts = check_training_data(data, cfg.labels)
+    if cfg.extra_train:
+        counts["extra_train"] = check_extra_train(Path(cfg.extra_train), data, cfg.labels)
     if cfg.weights == "imagenet":
         imagenet_weights_path(cfg.backbone, cfg.alpha)  # fail now, not after loading images
     _prepare_out(out, cfg.overwrite)
@@ -203,12 +230,55 @@ def check_before_training(cfg: TrainConfig) -> dict[str, dict[str, int]]:
     return counts
 
 
+def classes_in(data: Path, extra: Path | None) -> int:
+    """3 when the train split of ``data`` (or ``extra``) holds incorrect_mask faces, else 2."""
+    from train.dataset import dataset_rows
+
+    for root in (data, extra):
+        if root is not None and any(r.split == "train" for r in dataset_rows(root, THREE_CLASS_LABELS)
+                                    if r.label == THREE_CLASS_LABELS[2]):
+            return 3
+    return 2
+
+
+def check_extra_provenance(extra: Path, data: Path) -> None:
+    """An error unless the ``--extra-train`` dataset was made from the train split of ``data`` as it
+    is now (a re-split could have moved its originals into val or test)."""
+    from device.manifest import manifest_path, manifest_sha256
+
+    if not manifest_path(data).exists():
+        return  # check_training_data says what is wrong with --data
+    report = extra / "add_masks_report.json"
+    try:
+        made_from = (json.loads(report.read_text(encoding="utf-8")).get("dataset") or {})
+    except (OSError, ValueError):
+        raise ValueError(f"--extra-train {extra}: {report.name} missing or unreadable; make it with "
+                         f"`maskwatch data add-masks {data} --split train --out {extra}`") from None
+    if made_from.get("split") != "train" or made_from.get("manifest_sha256") != manifest_sha256(data):
+        raise ValueError(f"--extra-train {extra} was not made from the train split of {data} as it is now "
+                         f"(made from {made_from.get('path')!r} split {made_from.get('split')!r}); make it again with "
+                         f"`maskwatch data add-masks {data} --split train --out {extra}`")
+
+
+def check_extra_train(extra: Path, data: Path, labels: tuple[str, ...]) -> dict[str, int]:
+    """The ``--extra-train`` dataset's train counts (after :func:`check_extra_provenance`)."""
+    from train.dataset import dataset_rows
+
+    rows = [r for r in dataset_rows(extra, labels) if r.split == "train"]
+    return {lab: sum(r.label == lab for r in rows) for lab in labels}
+
+
 def load_images(cfg: TrainConfig, seconds: dict[str, float]) -> tuple[Split, Split]:
-    """The train and val splits, resized to the model's input."""
-    from train.dataset import load_split_data
+    """The train and val splits, resized to the model's input (train with ``extra_train`` added)."""
+    from train.dataset import Split, load_split_data
 
     t = time.monotonic()
     train_ds = load_split_data(Path(cfg.data), "train", cfg.input_size, cfg.labels)
+    if cfg.extra_train:
+        extra = load_split_data(Path(cfg.extra_train), "train", cfg.input_size, cfg.labels)
+        train_ds = Split(x=np.concatenate([train_ds.x, extra.x]), y=np.concatenate([train_ds.y, extra.y]),
+                         paths=train_ds.paths + [f"{cfg.extra_train}/{p}" for p in extra.paths],
+                         labels=train_ds.labels)
     val_ds = load_split_data(Path(cfg.data), "val", cfg.input_size, cfg.labels)
     seconds["load_images"] = time.monotonic() - t
     log.info("loaded %d train + %d val images in %.1f s", len(train_ds), len(val_ds), seconds["load_images"])
@@ -221,7 +291,8 @@ def write_run_config(cfg: TrainConfig, counts: dict, weights: dict[int, float]) 
     from train.dataset import dataset_margin
 
     data, labels = Path(cfg.data), cfg.labels
-    config = {**asdict(cfg), "data_resolved": str(data.resolve()), "labels": list(labels),
+    extra = {"extra_train_manifest_sha256": manifest_sha256(Path(cfg.extra_train))} if cfg.extra_train else {}
+    config = {**asdict(cfg), **extra, "data_resolved": str(data.resolve()), "labels": list(labels),
               "augment_config": _augment_config(cfg).to_dict(), "margin": dataset_margin(data),
               "dataset_manifest_sha256": manifest_sha256(data), "counts": counts,
               "class_weights": {labels[i]: w for i, w in weights.items()}, "versions": _versions()}
@@ -329,13 +400,14 @@ def save_run(model, cfg: TrainConfig, config: dict[str, Any], val_ds: Split, his
     model_path = out / "model.keras"
     final.save(model_path)
     probs = final.predict(val_ds.x.astype(np.float32), batch_size=64, verbose=0)
-    val_metrics = summarize(val_ds.y, probs, labels, ALERT_LABEL, 0.5)
+    val_metrics = summarize(val_ds.y, probs, labels, ALERT_LABEL, 0.5, cfg.alert_labels or None)
     seconds["total"] = time.monotonic() - t_start
     card = ModelCard(
         name=cfg.name or out.name,
         backbone=cfg.backbone,
         input_size=cfg.input_size,
         labels=list(labels),
+        alert_labels=cfg.alert_labels,
         margin=config["margin"],
         threshold=0.5,
         quantization="none",
@@ -392,8 +464,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-finetune", type=float, default=d.lr_finetune)
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--classes", type=int, choices=[2, 3], default=d.classes,
-                        help="2: with/without mask; 3: plus incorrect_mask")
+    parser.add_argument("--classes", type=int, choices=[0, 2, 3], default=d.classes,
+                        help="2: with/without mask; 3: plus incorrect_mask; 0 (default): 3 when the train data "
+                             "holds incorrect_mask faces, else 2")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience (epochs)")
     parser.add_argument("--head-copies", type=int, default=d.head_copies,
@@ -402,6 +475,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blur", action="store_true", help="add random Gaussian blur to the augmentation")
     parser.add_argument("--dropout", type=float, default=d.dropout)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--extra-train", default=d.extra_train, metavar="DIR",
+                        help="synthetic faces added to the train split only (`maskwatch data add-masks DATA "
+                             "--split train --style worn-wrong --out DIR`)")
     parser.add_argument("--name", default="", help="model name in the card (default: the run folder's name)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 

@@ -44,7 +44,7 @@ def predict_images(clf, paths: list[Path], crops: bool = False, detector=None) -
     from device.images import read_rgb
 
     card = clf.card
-    a = card.labels.index(card.alert_label)
+    alerts = [card.labels.index(lb) for lb in card.alerts]
     results = []
     for path in paths:
         rgb = read_rgb(path)
@@ -59,9 +59,9 @@ def predict_images(clf, paths: list[Path], crops: bool = False, detector=None) -
             batch = (np.stack([crop_face(rgb, b, card.input_size, card.margin) for b in boxes]) if boxes
                      else np.zeros((0, card.input_size, card.input_size, 3), np.uint8))
         probs = clf.predict_crops(batch) if len(batch) else np.zeros((0, len(card.labels)), np.float32)
-        pred = decide(probs, a, card.threshold) if len(probs) else np.zeros(0, int)
+        pred = decide(probs, alerts, card.threshold) if len(probs) else np.zeros(0, int)
         faces_out = [
-            FacePrediction(box=[round(v, 1) for v in box], label=card.labels[int(k)], alert=bool(int(k) == a),
+            FacePrediction(box=[round(v, 1) for v in box], label=card.labels[int(k)], alert=bool(int(k) in alerts),
                            probs={lab: round(float(p[i]), 5) for i, lab in enumerate(card.labels)},
                            detector_score=None if s is None else round(s, 4))
             for box, s, p, k in zip(boxes, scores, probs, pred, strict=True)

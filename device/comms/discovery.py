@@ -10,21 +10,34 @@ configs work with every Home Assistant release that has MQTT discovery; the newe
 ``stopped`` (clean exit) to ``offline``, so a stopped device is shown unavailable instead of
 keeping its last state.
 
-The state payload the daemon publishes carries ``no_mask_present`` (bool),
-``with_mask_total``, ``without_mask_total``, ``with_mask_today``, ``without_mask_today`` and
-``fps``; :data:`STATE_KEYS` lists them and the templates below use nothing else.
+The state payload the daemon publishes carries ``no_mask_present`` and ``alert_present`` (bool),
+``<label>_total`` and ``<label>_today`` for every label of the model, and ``fps``;
+:func:`state_keys` lists what the templates below use, for a given set of labels. A 3-label model
+gets an ``incorrect_mask`` counter pair beside the other two, and "alert present" turns on for a
+person whose label is any of the alert labels (``[alerts] labels``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from device.comms.events import EVENT_TYPES
+from device.contract import ALERT_LABEL, BINARY_LABELS, INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 
-STATE_KEYS: tuple[str, ...] = (
-    "no_mask_present", "with_mask_total", "without_mask_total", "with_mask_today", "without_mask_today", "fps",
-)
+#: How each label reads in Home Assistant's entity names.
+LABEL_NAMES = {WITH_MASK: "with mask", WITHOUT_MASK: "without mask", INCORRECT_MASK: "with mask worn wrong"}
+
+
+def state_keys(labels: Sequence[str] = BINARY_LABELS) -> tuple[str, ...]:
+    """The state keys the discovery templates of a model with ``labels`` read."""
+    counters = [f"{lb}_{when}" for when in ("total", "today") for lb in labels]
+    return ("no_mask_present", "alert_present", *counters, "fps")
+
+
+#: The keys a 2-label model's discovery templates read.
+STATE_KEYS: tuple[str, ...] = state_keys()
 ORIGIN_NAME = "maskwatch"
 
 
@@ -56,8 +69,15 @@ def discovery_messages(
     events_topic: str,
     discovery_prefix: str = "homeassistant",
     model_info: dict[str, Any] | None = None,
+    labels: Sequence[str] = BINARY_LABELS,
+    alert_labels: Sequence[str] = (ALERT_LABEL,),
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, payload) of every discovery config for one device; publish them retained."""
+    """(topic, payload) of every discovery config for one device; publish them retained.
+
+    A counter pair (since start, today) per label of the model, one "alert present" binary
+    sensor (any person whose label is one of ``alert_labels`` in view) beside the older
+    "person without mask present".
+    """
     node = node_id(device_id)
     prefix = discovery_prefix.rstrip("/")
     sw = _version()
@@ -103,10 +123,17 @@ def discovery_messages(
             payload_off="OFF",
             device_class="occupancy",
         ),
-        counter("with_mask_total", "Faces with mask since start"),
-        counter("without_mask_total", "Faces without mask since start"),
-        counter("with_mask_today", "Faces with mask today"),
-        counter("without_mask_today", "Faces without mask today"),
+        entity(
+            "binary_sensor", "alert_present", "Alert: person " + " or ".join(LABEL_NAMES.get(lb, lb) for lb in alert_labels)
+            + " present",
+            state_topic=state_topic,
+            value_template="{{ 'ON' if value_json.alert_present else 'OFF' }}",
+            payload_on="ON",
+            payload_off="OFF",
+            device_class="occupancy",
+        ),
+        *(counter(f"{lb}_total", f"Faces {LABEL_NAMES.get(lb, lb)} since start") for lb in labels),
+        *(counter(f"{lb}_today", f"Faces {LABEL_NAMES.get(lb, lb)} today") for lb in labels),
         entity(
             "sensor", "fps", "Frame rate",
             state_topic=state_topic,

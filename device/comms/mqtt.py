@@ -33,6 +33,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from device.comms.events import Event
 from device.comms.outbox import Outbox
 from device.comms.topics import Topics
 from device.config import MqttConfig
+from device.contract import ALERT_LABEL, BINARY_LABELS
 from device.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -136,12 +138,18 @@ class MqttPublisher:
         state_dir: Path,
         device_name: str = "maskwatch",
         model_info: dict | None = None,
+        labels: Sequence[str] = BINARY_LABELS,
+        alert_labels: Sequence[str] = (ALERT_LABEL,),
     ):
+        """``labels`` / ``alert_labels``: the model's labels and those that alert, for Home
+        Assistant discovery (a counter per label, one "alert present" binary sensor)."""
         cfg.check(device_id)  # ConfigError naming the field, for a config built in code
         self.cfg = cfg
         self.device_id = device_id
         self.device_name = device_name
         self.model_info = dict(model_info or {})
+        self.labels = tuple(labels)
+        self.alert_labels = tuple(alert_labels)
         self.topics = Topics.build(cfg.topic_prefix, device_id)
         self._ha_status = discovery.status_topic(cfg.discovery_prefix)
         self._outbox = Outbox(
@@ -411,6 +419,8 @@ class MqttPublisher:
             events_topic=self.topics.events,
             discovery_prefix=self.cfg.discovery_prefix,
             model_info=self.model_info,
+            labels=self.labels,
+            alert_labels=self.alert_labels,
         ):
             self._client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=1, retain=True)
 

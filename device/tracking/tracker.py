@@ -29,8 +29,16 @@ Pure logic: no clocks, no I/O. ``now`` is the caller's frame time in seconds (an
 the same one every call). Call :meth:`Tracker.update` for every processed frame, with empty
 arrays when there are no faces: that is what ends tracks.
 
-Additions to the shared API: ``update(..., other_labels=...)`` for models with more than two
-labels, :meth:`Tracker.expire`, :class:`TrackState` (what :attr:`Tracker.tracks` holds),
+Three labels (``with_mask``, ``without_mask``, ``incorrect_mask``) with two of them alerting:
+the alert decision is made on the summed probability of the alert labels (one smoothed score, one
+threshold, one hysteresis band, as with two labels), so a face that the model sees sometimes as
+"no mask" and sometimes as "mask under the nose" alerts steadily. Which label of a group it
+carries is decided on the smoothed per-label probabilities (``update(..., label_probs=...)``):
+it changes only when another label of the group leads the current one by more than twice
+``hysteresis`` (the width of the alert decision's band), so noise between "incorrect" and "without" cannot flap the label either.
+
+Additions to the shared API: ``update(..., other_labels=...)`` (votes) or
+``update(..., label_probs=...)`` (smoothed probabilities) for models with more than two labels, :meth:`Tracker.expire`, :class:`TrackState` (what :attr:`Tracker.tracks` holds),
 ``dropped_faces`` and ``reopened`` counters, and the pure helpers :func:`iou_matrix`,
 :func:`centre_distance_matrix` and :func:`greedy_match`.
 """
@@ -64,9 +72,10 @@ class TrackEvent:
     device and model it came from.
 
     ``score`` and ``top_score`` are probabilities of the event's OWN label (what the event
-    schema promises): for the alert label the smoothed P(alert) and its highest value so far;
-    for any other label ``1 - P(alert)`` and one minus the lowest P(alert) so far (with three
-    labels that is P(not the alert label), the closest number the tracker keeps).
+    schema promises): with per-label probabilities (``label_probs``) the smoothed probability of
+    that label and its highest value so far; otherwise, for the alert label the smoothed P(alert)
+    and its highest value so far, for any other label ``1 - P(alert)`` and one minus the lowest
+    P(alert) so far.
     """
 
     type: str  # "new" | "update" | "end"
@@ -112,6 +121,8 @@ class _Track:
     label: str | None = None
     other_votes: Counter = field(default_factory=Counter)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre motion, px/s
+    probs: np.ndarray | None = None  # smoothed per-label probabilities (label_probs given)
+    top_probs: np.ndarray | None = None  # their highest values so far
     left: bool = False  # ended at the picture's edge or heading out: walked out, not lost
 
 
@@ -213,18 +224,29 @@ def _near(a: np.ndarray, b: np.ndarray, iou_threshold: float) -> float:
 
 
 class Tracker:
-    def __init__(self, cfg: TrackerConfig, labels: Sequence[str], alert_label: str, threshold: float):
+    """``alert_label``: the label that alerts, or several (their probabilities summed by the caller
+    into ``alert_scores``)."""
+
+    def __init__(self, cfg: TrackerConfig, labels: Sequence[str], alert_label: str | Sequence[str], threshold: float):
         labels = list(labels)
-        if alert_label not in labels:
-            raise ValueError(f"alert label {alert_label!r} is not one of the model's labels {labels}")
+        alerts = [alert_label] if isinstance(alert_label, str) else list(alert_label)
+        if not alerts:
+            raise ValueError(f"no alert label given for the model's labels {labels}")
+        for lb in alerts:
+            if lb not in labels:
+                raise ValueError(f"alert label {lb!r} is not one of the model's labels {labels}")
         if len(labels) < 2:
             raise ValueError(f"the tracker needs at least two labels, got {labels}")
+        if len(alerts) >= len(labels):
+            raise ValueError(f"alert labels {alerts} leave no label of {labels} that does not alert")
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be within 0..1, got {threshold!r}")
         self.cfg = cfg
         self.labels = labels
-        self.alert_label = alert_label
-        self.other_labels = [lb for lb in labels if lb != alert_label]
+        self.alert_labels = [lb for lb in labels if lb in alerts]
+        self.alert_label = self.alert_labels[0]
+        self.other_labels = [lb for lb in labels if lb not in alerts]
+        self._index = {lb: i for i, lb in enumerate(labels)}
         self.threshold = float(threshold)
         self.counts: dict[str, int] = dict.fromkeys(labels, 0)
         self.dropped_faces = 0  # faces ignored because max_tracks tracks were active
@@ -249,6 +271,7 @@ class Tracker:
         now: float,
         other_labels: Sequence[str] | None = None,
         frame_size: tuple[int, int] | None = None,
+        label_probs: np.ndarray | None = None,
     ) -> list[TrackEvent]:
         """Feed one frame's faces; returns the events this frame caused.
 
@@ -256,16 +279,28 @@ class Tracker:
         ``other_labels`` (N,) optionally the most likely non-alert label of each face (models
         with three labels); by default the first non-alert label is used. ``frame_size``
         (width, height) tells who walked out of the picture (see the module docstring).
+        ``label_probs`` (N, len(labels)): each face's probabilities, smoothed per track to choose
+        the label within the alert and the non-alert group (replaces ``other_labels``).
         """
         if frame_size is not None:
             self.frame_size = (int(frame_size[0]), int(frame_size[1]))
         boxes, scores, other_labels = self._checked(boxes, alert_scores, other_labels)
+        probs = None
+        if label_probs is not None:
+            probs = np.asarray(label_probs, dtype=np.float64).reshape(len(boxes), -1)
+            if probs.shape[1] != len(self.labels) or not np.all(np.isfinite(probs)):
+                raise ValueError(f"label_probs must be finite with shape ({len(boxes)}, {len(self.labels)}), "
+                                 f"got {probs.shape}")
         events = self._expire(now)
         touched = self._follow(boxes, scores, now)
         touched += self._start_unmatched(boxes, scores, now, {c for _, c in touched})
+        w = self.cfg.smoothing
         for t, c in touched:
             if other_labels is not None:
                 t.other_votes[other_labels[c]] += 1
+            if probs is not None:
+                t.probs = probs[c].copy() if t.probs is None else w * probs[c] + (1 - w) * t.probs
+                t.top_probs = t.probs.copy() if t.top_probs is None else np.maximum(t.top_probs, t.probs)
             ev = self._decide(t, now)
             if ev is not None:
                 events.append(ev)
@@ -383,32 +418,44 @@ class Tracker:
         self._tracks.append(t)
         return t
 
-    def _other_label(self, t: _Track) -> str:
-        if t.other_votes:
+    def _group_label(self, t: _Track, alert: bool) -> str:
+        """The label within the alert (or non-alert) group: with smoothed probabilities the
+        likeliest one, but the current label stays until another leads it by twice ``hysteresis``;
+        otherwise the most voted other label, or the group's first."""
+        group = self.alert_labels if alert else self.other_labels
+        if len(group) == 1:
+            return group[0]
+        if t.probs is not None:
+            best = max(group, key=lambda lb: t.probs[self._index[lb]])
+            # The same band as the alert decision's (threshold +- hysteresis): a lead of 2 x hysteresis.
+            if t.label in group and t.probs[self._index[best]] - t.probs[self._index[t.label]] <= 2 * self.cfg.hysteresis:
+                return t.label
+            return best
+        if not alert and t.other_votes:
             return t.other_votes.most_common(1)[0][0]
-        return self.other_labels[0]
+        return group[0]
 
     def _decide(self, t: _Track, now: float) -> TrackEvent | None:
         if t.label is None:
             if t.hits < self.cfg.evidence_frames:
                 return None
-            t.label = self.alert_label if is_alert(t.score, self.threshold) else self._other_label(t)
+            t.label = self._group_label(t, is_alert(t.score, self.threshold))
             if self._reopen(t):
                 return None
             self.counts[t.label] = self.counts.get(t.label, 0) + 1
             return self._event("new", t, now)
         h = self.cfg.hysteresis
-        if t.label == self.alert_label:
-            if not is_alert(t.score, self.threshold - h):
-                t.label = self._other_label(t)
-                return self._event("update", t, now)
-        elif is_alert(t.score, self.threshold + h):
-            t.label = self.alert_label
-            return self._event("update", t, now)
-        elif t.label != self._other_label(t):  # three labels: the non-alert label changed
-            t.label = self._other_label(t)
-            return self._event("update", t, now)
-        return None
+        alerting = t.label in self.alert_labels
+        if alerting and not is_alert(t.score, self.threshold - h):
+            label = self._group_label(t, False)
+        elif not alerting and is_alert(t.score, self.threshold + h):
+            label = self._group_label(t, True)
+        else:  # same side: the label within the group may still change (three labels)
+            label = self._group_label(t, alerting)
+        if label == t.label:
+            return None
+        t.label = label
+        return self._event("update", t, now)
 
     def _reopen(self, t: _Track) -> bool:
         """Merge a just-confirmed track into a person who ended nearby within cooldown_s."""
@@ -431,7 +478,9 @@ class Tracker:
 
     def _event(self, kind: str, t: _Track, now: float, end_time: float | None = None) -> TrackEvent:
         box = tuple(int(round(v)) for v in t.box)
-        if t.label == self.alert_label:
+        if t.probs is not None and t.label:
+            score, top = t.probs[self._index[t.label]], t.top_probs[self._index[t.label]]
+        elif t.label in self.alert_labels:
             score, top = t.score, t.top_score
         else:
             score, top = 1.0 - t.score, 1.0 - t.low_score

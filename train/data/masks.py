@@ -8,7 +8,12 @@ anti-aliased edges, fabric texture and the scene's own lighting so that it does 
 a classifier that learns "sharp flat-coloured blob = mask" would fail on real masks.
 
 Keypoint order (the detector's): subject's right eye, left eye, nose tip, mouth centre,
-right ear tragion, left ear tragion.
+right ear tragion, left ear tragion. YuNet reports no ears (NaN there,
+:func:`device.detectors.yunet.yunet_rows_to_faces`): the face box's sides stand in for them.
+
+Masks worn wrong (label ``incorrect_mask``): ``below_nose`` puts the top edge between the nose
+tip and the upper lip (nose uncovered), ``on_chin`` pulls the mask down under the mouth (nose and
+mouth uncovered). ``--style worn-wrong`` writes one of each per face photo.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ log = logging.getLogger(__name__)
 
 SHAPES = ("surgical", "cloth", "n95")
 PATTERNS = ("plain", "stripes", "dots", "plaid")
-PLACEMENTS = ("correct", "below_nose")
+PLACEMENTS = ("correct", "below_nose", "on_chin")
+#: The placements that make a mask "worn wrong" (label incorrect_mask).
+WORN_WRONG: tuple[str, ...] = ("below_nose", "on_chin")
+#: ``--style``: correct masks (a fraction below the nose), or one image per worn-wrong placement.
+STYLES = ("correct", "worn-wrong")
 
 # Keypoint indices.
 R_EYE, L_EYE, NOSE, MOUTH, R_EAR, L_EAR = range(6)
@@ -74,7 +83,12 @@ class MaskStyle:
 
     @property
     def label(self) -> str:
-        return INCORRECT_MASK if self.placement == "below_nose" else WITH_MASK
+        return placement_label(self.placement)
+
+
+def placement_label(placement: str) -> str:
+    """The class a mask in this placement teaches: only a correctly worn mask is ``with_mask``."""
+    return WITH_MASK if placement == "correct" else INCORRECT_MASK
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,13 +195,22 @@ class FaceFrame:
         return np.linalg.solve(basis, (xy - self.origin).T).T
 
 
-def face_frame(keypoints: np.ndarray) -> FaceFrame:
+def face_frame(keypoints: np.ndarray, box: tuple[float, float, float, float] | None = None) -> FaceFrame:
     """Face frame from the six keypoints, with implausible detector output clamped.
 
     The down axis is the eye-centre-to-mouth vector, but kept within 30 degrees of the eye line's
     perpendicular and 0.75..1.6 IOD long: a noisy mouth point must not shear the mask off the face.
+    Ears a detector does not report (YuNet: NaN) are taken from the face ``box``'s sides at the
+    height of the eyes, which is where its box puts the face outline.
     """
-    kp = np.asarray(keypoints, np.float64)
+    kp = np.array(keypoints, np.float64)
+    if kp.shape == (6, 2) and box is not None and not np.isfinite(kp[R_EAR:]).all() and np.isfinite(kp[:R_EAR]).all():
+        x0, _, x1, _ = (float(v) for v in box)
+        eye_y = float(kp[R_EYE, 1] + kp[L_EYE, 1]) / 2.0
+        # The subject's right ear is on the side of the right eye.
+        right_x, left_x = (x0, x1) if kp[R_EYE, 0] <= kp[L_EYE, 0] else (x1, x0)
+        kp[R_EAR] = (right_x, eye_y + 0.2 * abs(kp[MOUTH, 1] - eye_y))
+        kp[L_EAR] = (left_x, eye_y + 0.2 * abs(kp[MOUTH, 1] - eye_y))
     if kp.shape != (6, 2) or not np.all(np.isfinite(kp)):
         raise ValueError(f"keypoints must be a finite (6, 2) array, got shape {kp.shape}")
     origin = (kp[R_EYE] + kp[L_EYE]) / 2.0
@@ -251,14 +274,16 @@ def mask_layout(frame: FaceFrame, style: MaskStyle) -> MaskLayout:
     w_r = 0.9 * frame.right_ear * style.width
     w_l = 0.9 * frame.left_ear * style.width
     depth = style.depth
+    chin = 1.0 + 0.72 * depth
     if style.placement == "correct":
         top = 0.5 * tn + style.top_shift * 0.5
         side_top = 0.85 * tn + 0.05
-    else:
+    elif style.placement == "below_nose":
         # Below the nose: the top edge sits between the nostrils and the upper lip.
         top = tn + (1.0 - tn) * (0.42 + 0.1 * style.top_shift)
         side_top = max(top + 0.05, 0.85 * tn + 0.12)
-    chin = 1.0 + 0.72 * depth
+    else:
+        return _on_chin(frame, style)
     if style.shape == "surgical":
         # Rectangular, flat top edge, straight sides, shallow bottom curve.
         top_mid = top + 0.05
@@ -292,6 +317,30 @@ def mask_layout(frame: FaceFrame, style: MaskStyle) -> MaskLayout:
     return MaskLayout(outline, control, top, chin, cn, (w_r, w_l), anchors)
 
 
+def _on_chin(frame: FaceFrame, style: MaskStyle) -> MaskLayout:
+    """A correctly shaped mask pulled down onto the chin: nose and mouth uncovered.
+
+    The correct layout is moved down so its top edge sits under the lower lip, squeezed
+    vertically (the fabric bunches up under the chin) and narrowed where the jaw narrows.
+    """
+    worn = mask_layout(frame, MaskStyle(**{**asdict(style), "placement": "correct"}))
+    mouth_t = frame.mouth[1]
+    top = mouth_t + 0.24 + 0.3 * style.top_shift
+    squeeze, narrow = 0.8, 0.88
+
+    def move(st: np.ndarray) -> np.ndarray:
+        st = np.array(st, np.float64).reshape(-1, 2)
+        st[:, 0] = worn.centre + (st[:, 0] - worn.centre) * narrow
+        st[:, 1] = top + (st[:, 1] - worn.top) * squeeze
+        return st
+
+    control = move(worn.control)
+    anchors = tuple((move(u)[0], move(lo)[0]) for u, lo in worn.strap_anchors)
+    w_r, w_l = (worn.centre + (w - worn.centre) * narrow for w in worn.sides)
+    return MaskLayout(move(worn.outline), control, top, float(move([[0, worn.chin]])[0, 1]), worn.centre,
+                      (w_r, w_l), anchors)
+
+
 def strap_paths(frame: FaceFrame, layout: MaskLayout, style: MaskStyle) -> list[np.ndarray]:
     """Ear loops (surgical, cloth) or head straps (N95), in face coordinates.
 
@@ -322,9 +371,10 @@ def _smooth_open(points: np.ndarray, per_segment: int = 8) -> np.ndarray:
     return closed[per_segment: per_segment * (len(points))]
 
 
-def mask_polygon(keypoints: np.ndarray, style: MaskStyle) -> np.ndarray:
+def mask_polygon(keypoints: np.ndarray, style: MaskStyle,
+                 box: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The mask's outline in image pixels (N, 2), for tests and for callers that need the region."""
-    frame = face_frame(keypoints)
+    frame = face_frame(keypoints, box)
     return frame.to_image(mask_layout(frame, style).outline)
 
 
@@ -442,7 +492,7 @@ def draw_mask(rgb: np.ndarray, keypoints: np.ndarray, box: tuple[float, float, f
     img = np.asarray(rgb)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"image must be HxWx3 uint8, got shape {img.shape} dtype {img.dtype}")
-    frame = face_frame(keypoints)
+    frame = face_frame(keypoints, box)
     x0, y0, x1, y1 = (float(v) for v in box)
     bw = max(x1 - x0, y1 - y0)
     if bw <= 0 or frame.iod < 0.12 * bw or frame.iod > 1.5 * bw:
@@ -527,11 +577,12 @@ def detect_faces(detector, rgb: np.ndarray, min_eye_px: float = 4.0) -> list:
 
 
 def _usable(face, min_eye_px: float) -> bool:
-    """Keypoints present, finite, and eyes far enough apart to place a mask."""
+    """Keypoints present, eyes, nose and mouth finite (ears may be missing: YuNet has none), and
+    eyes far enough apart to place a mask."""
     if face.keypoints is None:
         return False
     kp = np.asarray(face.keypoints, np.float64)
-    return kp.shape == (6, 2) and bool(np.isfinite(kp).all()) and float(np.hypot(*(kp[L_EYE] - kp[R_EYE]))) >= min_eye_px
+    return kp.shape == (6, 2) and bool(np.isfinite(kp[:R_EAR]).all()) and float(np.hypot(*(kp[L_EYE] - kp[R_EYE]))) >= min_eye_px
 
 
 def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
@@ -557,12 +608,73 @@ class AddMasksReport:
     unreadable: int = 0
     unmaskable: int = 0
     by_label: dict | None = None
+    by_placement: dict | None = None
     skipped: list | None = None
+    style: str = "correct"
+    detector: str = ""
+    #: When the faces came from a dataset's split: {"path", "split", "label", "manifest_sha256"}.
+    dataset: dict | None = None
+    contact_sheet: str | None = None
+
+
+#: What ``--style worn-wrong`` reads from a dataset by default: its bare faces.
+DEFAULT_SOURCE_LABEL = "without_mask"
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One photo to mask: its file, the name its outputs take, and its dataset row (if any)."""
+
+    path: Path
+    rel: str
+    row: object | None = None  # device.manifest.Row
+
+
+def source_images(src: Path, split: str | None, label: str | None) -> tuple[list[SourceImage], dict | None]:
+    """The photos to mask: every image under ``src``, or one split's rows of a dataset folder.
+
+    Reading a split (``--split train``) is how synthetic faces stay out of val and test: their
+    bare originals are train faces, so nothing derived from a val or test face is trained on.
+    """
+    from device.manifest import manifest_path, manifest_sha256, read_manifest
+
+    if split is None:
+        if label is not None:
+            raise ValueError("--label picks rows of a dataset: it needs --split")
+        return [SourceImage(p, p.relative_to(src).as_posix()) for p in list_images(src)], None
+    if not manifest_path(src).exists():
+        raise ValueError(f"--split {split}: {src} is not a dataset folder (no manifest.csv; make one with "
+                         "`maskwatch data import` and `maskwatch data split`)")
+    label = label or DEFAULT_SOURCE_LABEL
+    rows = [r for r in read_manifest(src) if r.split == split and r.label == label]
+    if not rows:
+        raise ValueError(f"{manifest_path(src)}: no {label} rows in the {split!r} split")
+    info = {"path": str(src), "split": split, "label": label, "manifest_sha256": manifest_sha256(src)}
+    return [SourceImage(src / r.path, r.path, r) for r in rows], info
+
+
+def _placements(style: str, n: int, incorrect_fraction: float, seed: int,
+                also_correct: bool = False) -> list[tuple[str, ...]]:
+    """Placements per usable image: correct (exactly round(fraction * n) below the nose, since a
+    per-image coin flip misses the fraction on small folders), or every worn-wrong one (and a
+    correct one too with ``also_correct``)."""
+    if style == "worn-wrong":
+        return [(*WORN_WRONG, "correct") if also_correct else WORN_WRONG] * n
+    below = set(np.random.default_rng([seed, 0]).permutation(n)[: int(round(incorrect_fraction * n))].tolist())
+    return [("below_nose",) if k in below else ("correct",) for k in range(n)]
 
 
 def add_masks(src: Path, out: Path, incorrect_fraction: float = 0.0, seed: int = 0,
-              detector_kind: str = "short", min_score: float | None = None) -> AddMasksReport:
-    """Mask every face in every image under ``src``; write ``out/<label>/<name>.jpg``."""
+              detector_kind: str | None = None, min_score: float | None = None, style: str = "correct",
+              split: str | None = None, label: str | None = None, sheet: int = 96,
+              also_correct: bool = False) -> AddMasksReport:
+    """Mask every face in every image under ``src`` (or in one split of a dataset folder); write
+    ``out/<label>/<name>.jpg``, a report, a contact sheet and, from a dataset, a manifest whose
+    rows are all ``train`` (see :func:`source_images`).
+
+    ``also_correct`` (worn-wrong only) adds the same photo with a correctly worn mask, labelled
+    ``with_mask``: a matched pair, so that a drawn mask as such does not mean "worn wrong" to the
+    classifier, only where it sits does."""
     from tqdm import tqdm
 
     from device.detectors import make_detector
@@ -570,87 +682,147 @@ def add_masks(src: Path, out: Path, incorrect_fraction: float = 0.0, seed: int =
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
+    if style not in STYLES:
+        raise ValueError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     if not 0.0 <= incorrect_fraction <= 1.0:
         raise ValueError(f"--incorrect-fraction must be within 0..1, got {incorrect_fraction}")
+    if also_correct and style != "worn-wrong":
+        raise ValueError("--also-correct goes with --style worn-wrong")
+    if style == "worn-wrong" and incorrect_fraction:
+        raise ValueError("--incorrect-fraction is for --style correct; --style worn-wrong masks every face wrongly")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out} must not be inside the source folder {src}")
-    files = list_images(src)
+    files, dataset = source_images(src, split, label)
     if not files:
         raise FileNotFoundError(f"no images found under {src}")
+    # YuNet by default for worn-wrong masks: it finds masked, turned and small faces that
+    # BlazeFace misses, and its nose and mouth points are what these placements hang on.
+    detector_kind = detector_kind or ("yunet" if style == "worn-wrong" else "short")
     detector = make_detector(kind=detector_kind, score_threshold=min_score)
-    report = AddMasksReport(images=len(files), skipped=[])
-    # Pass 1: find the faces. Pass 2 picks exactly round(fraction * usable) images for the
-    # below-the-nose style (a per-image coin flip would miss the fraction on small folders).
-    found: list[tuple[int, Path, list]] = []
-    for i, path in enumerate(tqdm(files, desc="add-masks: detect", unit="img", disable=None)):
-        rel = path.relative_to(src).as_posix()
+    report = AddMasksReport(images=len(files), skipped=[], style=style, detector=detector.describe(), dataset=dataset)
+    found: list[tuple[int, SourceImage, list]] = []
+    for i, item in enumerate(tqdm(files, desc="add-masks: detect", unit="img", disable=None)):
         try:
-            rgb = read_rgb(path)
+            rgb = read_rgb(item.path)
         except ValueError as exc:
             report.unreadable += 1
-            report.skipped.append({"file": rel, "reason": str(exc)})
+            report.skipped.append({"file": item.rel, "reason": str(exc)})
             continue
         faces = detect_faces(detector, rgb)
         if not faces:
             report.no_face += 1
-            report.skipped.append({"file": rel, "reason": "no face found"})
+            report.skipped.append({"file": item.rel, "reason": "no face found"})
             continue
-        found.append((i, path, faces))
-    n_incorrect = int(round(incorrect_fraction * len(found)))
-    order = np.random.default_rng([seed, 0]).permutation(len(found))
-    below = {found[k][0] for k in order[:n_incorrect]}
+        found.append((i, item, faces))
+    plans = _placements(style, len(found), incorrect_fraction, seed, also_correct)
     labels: Counter = Counter()
+    placed: Counter = Counter()
     names: set[str] = set()
-    for i, path, faces in tqdm(found, desc="add-masks: draw", unit="img", disable=None):
-        rel = path.relative_to(src).as_posix()
-        rgb = read_rgb(path)
-        # One generator per file: its result does not depend on the other files.
-        rng = np.random.default_rng([seed, 1, i])
-        placement = "below_nose" if i in below else "correct"
-        masked = rgb
-        try:
-            for face in faces:
-                masked = draw_mask(masked, face.keypoints, face.box, random_style(rng, placement), rng)
-        except ValueError as exc:
-            # A face left bare would make the image a wrong "with_mask" example: skip it whole.
-            report.unmaskable += 1
-            report.skipped.append({"file": rel, "reason": f"face could not be masked ({exc})"})
-            continue
-        report.faces_masked += len(faces)
-        label = INCORRECT_MASK if placement == "below_nose" else WITH_MASK
-        stem = PurePosixPath(rel).with_suffix("").as_posix().replace("/", "__")
-        name, k = stem, 2
-        while name.lower() in names:
-            name, k = f"{stem}-{k}", k + 1
-        names.add(name.lower())
-        write_jpeg(out / label / f"{name}.jpg", masked)
-        labels[label] += 1
-        report.written += 1
+    written: list[tuple[Path, str, object | None]] = []
+    for (i, item, faces), placements in tqdm(list(zip(found, plans, strict=True)), desc="add-masks: draw",
+                                             unit="img", disable=None):
+        rgb = read_rgb(item.path)
+        stem = PurePosixPath(item.rel).with_suffix("").as_posix().replace("/", "__")
+        for k, placement in enumerate(placements):
+            # One generator per file and placement: its result does not depend on the other files.
+            rng = np.random.default_rng([seed, 1, i] if k == 0 else [seed, 1, i, k])
+            masked = rgb
+            try:
+                for face in faces:
+                    masked = draw_mask(masked, face.keypoints, face.box, random_style(rng, placement), rng)
+            except ValueError as exc:
+                # A face left bare would make the image a wrong masked example: skip it whole.
+                report.unmaskable += 1
+                report.skipped.append({"file": item.rel, "reason": f"face could not be masked ({exc})"})
+                break
+            report.faces_masked += len(faces)
+            lab = placement_label(placement)
+            base = stem if style == "correct" else f"{stem}__{placement}"
+            name, n = base, 2
+            while name.lower() in names:
+                name, n = f"{base}-{n}", n + 1
+            names.add(name.lower())
+            path = out / lab / f"{name}.jpg"
+            write_jpeg(path, masked)
+            written.append((path, placement, item.row))
+            labels[lab] += 1
+            placed[placement] += 1
+            report.written += 1
     report.by_label = dict(labels)
+    report.by_placement = dict(placed)
     out.mkdir(parents=True, exist_ok=True)
+    if dataset is not None:
+        _write_manifest(out, written)
+    if written and sheet > 0:
+        report.contact_sheet = write_contact_sheet(out, written, sheet, seed).name
     (out / "add_masks_report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return report
 
 
+def _write_manifest(out: Path, written: list[tuple[Path, str, object | None]]) -> None:
+    """Rows of the masked images, all in ``train``, each in its bare original's duplicate group."""
+    from device.contract import sha256_file
+    from device.manifest import Row, write_manifest
+
+    rows = []
+    for path, placement, row in written:
+        h, w = read_rgb(path).shape[:2]
+        rows.append(Row(path=path.relative_to(out).as_posix(), label=placement_label(placement),
+                        source=f"{row.source}#add-masks:{placement}", sha256=sha256_file(path), phash="",
+                        group=row.group, width=w, height=h, split="train"))
+    write_manifest(out, rows)
+
+
+def write_contact_sheet(out: Path, written: list[tuple[Path, str, object | None]], limit: int, seed: int) -> Path:
+    """``contact_sheet.png``: a seeded sample of what was written, captioned with the placement."""
+    from train.plots import contact_sheet
+
+    pick = np.random.default_rng([seed, 2]).permutation(len(written))[:limit]
+    chosen = [written[k] for k in sorted(pick.tolist(), key=lambda k: (written[k][1], k))]
+    images = [read_rgb(p) for p, _, _ in chosen]
+    captions = [f"{placement}\n{p.stem[:22]}" for p, placement, _ in chosen]
+    return contact_sheet(images, captions, out / "contact_sheet.png",
+                         title=f"add-masks: {len(chosen)} of {len(written)} images", cols=12)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", type=Path, metavar="SRC_DIR", help="folder of unmasked face photos (searched recursively)")
+    parser.add_argument("src", type=Path, metavar="SRC_DIR",
+                        help="folder of unmasked face photos (searched recursively), or a dataset folder with --split")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output folder: OUT/with_mask/ (and OUT/incorrect_mask/), ready for `maskwatch data import`")
+                        help="output folder: OUT/with_mask/ and/or OUT/incorrect_mask/, ready for `maskwatch data import` "
+                             "(with --split: a dataset of train rows for `maskwatch train --extra-train`)")
+    parser.add_argument("--style", choices=STYLES, default="correct",
+                        help="correct: masks worn properly (see --incorrect-fraction); worn-wrong: every face photo "
+                             "twice, mask below the nose and mask on the chin, labelled incorrect_mask")
+    parser.add_argument("--also-correct", action="store_true",
+                        help="--style worn-wrong: also write each photo with the mask worn properly (with_mask), "
+                             "a matched pair for every mask worn wrong")
     parser.add_argument("--incorrect-fraction", type=float, default=0.0,
-                        help="fraction of images whose mask is worn below the nose, labelled incorrect_mask (default 0)")
+                        help="--style correct: fraction of images whose mask is worn below the nose (default 0)")
+    parser.add_argument("--split", choices=["train", "val", "test"], default=None,
+                        help="SRC is a dataset: mask only this split's faces (train, so that nothing made from a "
+                             "val or test face is trained on)")
+    parser.add_argument("--label", default=None,
+                        help=f"with --split: the label of the rows to mask (default {DEFAULT_SOURCE_LABEL})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--detector", choices=["short", "full"], default="short",
-                        help="BlazeFace short-range (close faces, default) or full-range")
+    parser.add_argument("--detector", choices=["short", "full", "yunet"], default=None,
+                        help="face detector for the keypoints: yunet for --style worn-wrong, BlazeFace short range "
+                             "(close faces) for correct, unless chosen here")
     parser.add_argument("--min-score", type=float, default=None,
                         help="minimum detector score (default: the detector's usual threshold)")
+    parser.add_argument("--sheet", type=int, default=96, help="images on the contact sheet (0: none; default 96)")
 
 
 def main(args: argparse.Namespace) -> int:
-    report = add_masks(args.src, args.out, args.incorrect_fraction, args.seed, args.detector, args.min_score)
+    report = add_masks(args.src, args.out, args.incorrect_fraction, args.seed, args.detector, args.min_score,
+                       style=args.style, split=args.split, label=args.label, sheet=args.sheet,
+                       also_correct=args.also_correct)
     counts = ", ".join(f"{k}={v}" for k, v in sorted((report.by_label or {}).items())) or "nothing"
+    placed = ", ".join(f"{k} {v}" for k, v in sorted((report.by_placement or {}).items()))
     skipped = f"skipped {report.no_face} with no face found, {report.unreadable} unreadable"
     if report.unmaskable:
         skipped += f", {report.unmaskable} with a face that could not be masked"
-    print(f"{report.images} images: wrote {counts} ({report.faces_masked} faces masked); {skipped}; "
-          f"report in {args.out / 'add_masks_report.json'}")
+    sheet = f", contact sheet {args.out / report.contact_sheet}" if report.contact_sheet else ""
+    print(f"{report.images} images: wrote {counts} ({placed}; {report.faces_masked} faces masked); {skipped}; "
+          f"report in {args.out / 'add_masks_report.json'}{sheet}")
     return 0
