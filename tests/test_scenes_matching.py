@@ -230,3 +230,16 @@ def test_fill_places_the_enlarged_photo_and_counts_no_face_the_import_skips():
 def test_an_unknown_fit_is_refused():
     with pytest.raises(ValueError, match="fit must be one of shrink, fill"):
         frame_scale(400, 300, (640, 480), fit="zoom")
+
+
+def test_a_face_split_between_the_alert_labels_is_flagged_as_the_daemon_would():
+    from train.scenes.runner import alert_flags
+
+    labels = ("with_mask", "without_mask", "incorrect_mask")
+    probs = np.array([[0.4, 0.3, 0.3],    # 0.6 alert in all: flagged at 0.5, though no alert label leads
+                      [0.6, 0.2, 0.2],    # 0.4: not flagged
+                      [0.1, 0.9, 0.0]], np.float32)
+    assert alert_flags(probs, labels, ("without_mask", "incorrect_mask"), 0.5).tolist() == [True, False, True]
+    assert alert_flags(probs, labels, ("without_mask",), 0.5).tolist() == [False, False, True]
+    two = np.array([[0.3, 0.7], [0.8, 0.2]], np.float32)
+    assert alert_flags(two, ("with_mask", "without_mask"), ("without_mask",), 0.289).tolist() == [True, False]

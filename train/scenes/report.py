@@ -56,7 +56,7 @@ def markdown(result: dict) -> str:
         o = d[INCORRECT_MASK]
         lines.append(f"| {_label(d)} | {o['faces']} | {o['found']} | {o['found_and_flagged']} |")
     lines += ["", f"Face size: {st['face_size']}. Found: IoU ≥ {st['match_iou']} with an annotated face, one to one, "
-              f"best IoU first. Flagged: P({st['alert_label']}) ≥ the card's threshold. Detections smaller than "
+              f"best IoU first. Flagged: P({' + '.join(st.get('alert_labels') or [st['alert_label']])}) ≥ the card's threshold. Detections smaller than "
               f"{st['detector_min_face']} px are dropped as the daemon drops them."]
     if sc["skipped"]:
         lines.append(f"Skipped {len(sc['skipped'])} scene photos (listed in report.json).")

@@ -93,6 +93,13 @@ def daemon_pipeline_options(min_face: int | None) -> dict[str, Any]:
     return options
 
 
+def alert_flags(probs: np.ndarray, labels: Sequence[str], alert_labels: Sequence[str], threshold: float) -> np.ndarray:
+    """Which faces the daemon alerts on: P(alert labels), summed, at or above the threshold (a
+    3-label model flags a face split between "no mask" and "mask under the nose")."""
+    indices = [list(labels).index(label) for label in alert_labels]
+    return np.isin(decide(probs, indices, threshold), indices)
+
+
 def daemon_default_kind() -> str:
     from device.config import DetectorConfig
 
@@ -145,7 +152,7 @@ def run_scenes(cfg: SceneConfig) -> dict:
     options = daemon_pipeline_options(cfg.min_face)
     lanes = build_lanes(cfg, options)
     card = lanes[0].pipeline.classifier.card
-    alert_index = list(card.labels).index(card.alert_label)
+    alert_labels = tuple(card.alerts)
     threshold = float(card.threshold)
 
     skipped = list(found.skipped)
@@ -175,7 +182,7 @@ def run_scenes(cfg: SceneConfig) -> dict:
         for k in range(len(lanes)):
             lane = lanes[(i + k) % len(lanes)]
             result = lane.pipeline.process(frame, float(i))
-            flagged = decide(result.probs, alert_index, threshold) == alert_index
+            flagged = alert_flags(result.probs, card.labels, alert_labels, threshold)
             lane.outcomes.append(score_scene(truth, [f.box for f in result.faces], flagged.tolist()))
             det, cls = result.timings_ms["detect"], result.timings_ms["classify"]
             lane.ms["detect"].append(det)
@@ -198,6 +205,7 @@ def run_scenes(cfg: SceneConfig) -> dict:
             "quantization": card.quantization,
             "labels": list(card.labels),
             "alert_label": card.alert_label,
+            "alert_labels": list(card.alerts),
             "threshold": threshold,
             "threads": cfg.threads,
             "frame_size": list(cfg.frame_size),
