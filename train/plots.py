@@ -123,7 +123,7 @@ def scene_recall_by_size(names: Sequence[str], bins: Sequence[str], recalls: Seq
                          counts: Sequence[int], path: Path) -> Path:
     """Scene benchmark: share of faces found per face-size bin, one bar per detector."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.2 + 0.25 * ((len(names) + 1) // 2)))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(bins))
     for k, (name, row) in enumerate(zip(names, recalls, strict=True)):
@@ -134,7 +134,8 @@ def scene_recall_by_size(names: Sequence[str], bins: Sequence[str], recalls: Seq
     ax.set_ylabel("faces found (recall)")
     ax.set_title("faces found by face size (longer side on the 640x480 frame)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    # below the axes: inside, it hid the bars of the small-face bins
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     return _save(fig, path)
 
 
