@@ -16,6 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from device.contract import cv_view
 from device.detectors.base import Face, FaceDetector, check_frame
 
 #: Keypoint order after mirroring (base.KEYPOINT_NAMES): the subject's right eye becomes the
@@ -63,7 +64,8 @@ class MirroredDetector:
         check_frame(rgb)
         width = rgb.shape[1]
         faces = list(self.inner.detect(rgb))
-        faces += [mirror_face(f, width) for f in self.inner.detect(np.ascontiguousarray(rgb[:, ::-1]))]
+        # cv2.flip: ~0.1 ms for a 640x480 frame where numpy's copy of a reversed view takes ~1 ms
+        faces += [mirror_face(f, width) for f in self.inner.detect(cv2.flip(cv_view(rgb), 1))]
         return merge_faces(faces, self.iou_threshold)
 
     def describe(self) -> str:
