@@ -19,8 +19,8 @@ import numpy as np
 def build_tiny_classifier(path: Path, size: int = 64) -> Path:
     """Write the tiny int8 model to ``path`` and its card beside it; returns ``path``."""
     import keras
-    import tensorflow as tf
 
+    from convert.tflite import to_tflite
     from device.contract import BINARY_LABELS, ModelCard
 
     keras.utils.set_random_seed(0)
@@ -31,20 +31,10 @@ def build_tiny_classifier(path: Path, size: int = 64) -> Path:
     out = keras.layers.Dense(len(BINARY_LABELS), activation="softmax")(x)
     model = keras.Model(inp, out)
     rng = np.random.default_rng(0)
-
-    def representative():
-        for _ in range(16):
-            yield [rng.integers(0, 256, (1, size, size, 3)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    data = to_tflite(model, "int8", rng.integers(0, 256, (16, size, size, 3)).astype(np.float32))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(conv.convert())
+    path.write_bytes(data)
     ModelCard(name="tiny", backbone="tiny_cnn", input_size=size, quantization="int8").save(path.with_suffix(".json"))
     return path
 

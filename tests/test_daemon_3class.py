@@ -77,8 +77,8 @@ def training_crops(faces3: dict[str, np.ndarray], detector_model: Path) -> tuple
 def train_tiny_3class(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     """A tiny CNN fitted to ``x, y`` and converted to int8 TFLite, with a 3-label card."""
     import keras
-    import tensorflow as tf
 
+    from convert.tflite import to_tflite
     from device.contract import ModelCard
 
     keras.utils.set_random_seed(0)
@@ -91,18 +91,8 @@ def train_tiny_3class(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x.astype(np.float32), y, epochs=60, batch_size=16, verbose=0)
 
-    def representative():
-        for crop in x[:32]:
-            yield [crop[None].astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(conv.convert())
+    path.write_bytes(to_tflite(model, "int8", x[:32].astype(np.float32)))
     ModelCard(name="tiny3", backbone="tiny_cnn", input_size=SIZE, labels=list(THREE_CLASS_LABELS),
               alert_labels=[WITHOUT_MASK, INCORRECT_MASK], threshold=0.5, quantization="int8").save(
         path.with_suffix(".json"))
