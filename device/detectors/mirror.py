@@ -8,7 +8,8 @@ the detection time (README, "Finding the faces"), where lowering the threshold i
 mostly false detections.
 
 The two lists are merged the way the detectors themselves merge overlapping boxes
-(``cv2.dnn.NMSBoxes``, highest score first), so a face both passes find is reported once.
+(``cv2.dnn.NMSBoxes``, highest score first), so a face both passes find is reported once, and
+a weak box under a face is dropped as its chin (:mod:`device.detectors.chins`) as each pass does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from device.contract import cv_view
 from device.detectors.base import Face, FaceDetector, check_frame
+from device.detectors.chins import drop_chins
 
 #: Keypoint order after mirroring (base.KEYPOINT_NAMES): the subject's right eye becomes the
 #: image's left one, so right/left pairs swap places.
@@ -66,7 +68,7 @@ class MirroredDetector:
         faces = list(self.inner.detect(rgb))
         # cv2.flip: ~0.1 ms for a 640x480 frame where numpy's copy of a reversed view takes ~1 ms
         faces += [mirror_face(f, width) for f in self.inner.detect(cv2.flip(cv_view(rgb), 1))]
-        return merge_faces(faces, self.iou_threshold)
+        return drop_chins(merge_faces(faces, self.iou_threshold))
 
     def describe(self) -> str:
         return f"{self.inner.describe()} + mirror"

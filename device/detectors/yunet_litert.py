@@ -29,6 +29,7 @@ import numpy as np
 
 from device.contract import JsonCard, card_path, cv_view, dequantize, quantize
 from device.detectors.base import Face, check_frame
+from device.detectors.chins import drop_chins
 from device.detectors.yunet import DEFAULT_TOP_K, model_and_threshold, yunet_rows_to_faces
 from device.runtime import input_info, load_interpreter, output_info
 
@@ -358,7 +359,7 @@ class YuNetLiteRTDetector:
         self.interpreter.invoke()
         rows = decode(self._raw_outputs(), *self.input_size, self.score_threshold)
         rows = nms(rows, self.score_threshold, self.nms_threshold, self.top_k)
-        return yunet_rows_to_faces(rows_to_frame(rows, fit), w, h, self.min_face)
+        return drop_chins(yunet_rows_to_faces(rows_to_frame(rows, fit), w, h, self.min_face))
 
     def describe(self) -> str:
         w, h = self.input_size
