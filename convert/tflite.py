@@ -22,9 +22,11 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from convert.compact import compact_quantized
+from convert.float_layers import MAX_ERROR_STEPS, LayerError, quantize_keeping_float
 from convert.parity import Parity, keras_probabilities, parity_metrics, tflite_probabilities
 from device import runtime
 from device.contract import BINARY_LABELS, THREE_CLASS_LABELS, ModelCard, card_path, sha256_file
@@ -54,6 +57,11 @@ class ConvertOptions:
     name: str | None = None
     seed: int = 0
     num_threads: int | None = None
+    #: int8 layers whose output RMSE exceeds this many quantization steps stay float32
+    #: (:mod:`convert.float_layers`); inf: every layer int8.
+    max_int8_error: float = MAX_ERROR_STEPS
+    #: Val images the int8 layers' error is measured on (a sample with every label's share).
+    error_check_size: int = 60
 
 
 @dataclass
@@ -186,8 +194,14 @@ def load_rows(data: Path, rows: list[Any], size: int, labels: list[str], what: s
     return split.x, split.y
 
 
-def calibration_sample(items: list[Any], n: int, seed: int) -> list[Any]:
+def calibration_sample(items: list[Any], n: int, seed: int, key: Callable[[Any], str] | None = None) -> list[Any]:
     """A seeded sample of ``n`` items in their original order (all of them when there are fewer).
+
+    With ``key`` (an item's label) every label gets an equal share, a label with fewer items
+    than its share lending the rest to the others: int8 ranges are set by what calibration
+    shows the network, and a label that is rare in the training split (the few real
+    incorrectly worn masks among ~10 000 faces) would otherwise drive its output from ranges
+    measured on the other labels alone.
 
     Only the sampled images are decoded, so a 200-image calibration costs the same on a
     dataset of 4 000 or 400 000.
@@ -198,8 +212,21 @@ def calibration_sample(items: list[Any], n: int, seed: int) -> list[Any]:
         raise ValueError("empty calibration set")
     if n >= len(items):
         return list(items)
-    idx = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
-    return [items[i] for i in idx]
+    rng = np.random.default_rng(seed)
+    if key is None:
+        return [items[i] for i in np.sort(rng.choice(len(items), size=n, replace=False))]
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(str(key(item)), []).append(i)
+    quota = dict.fromkeys(groups, 0)
+    left = n
+    while left:  # hand out one place per label in turn, skipping labels with nothing left
+        open_ = [g for g in sorted(groups) if quota[g] < len(groups[g])]
+        for g in open_[:left]:
+            quota[g] += 1
+        left -= min(left, len(open_))
+    chosen = [i for g in sorted(groups) for i in rng.choice(groups[g], size=quota[g], replace=False)]
+    return [items[i] for i in sorted(chosen)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,8 +234,8 @@ def calibration_sample(items: list[Any], n: int, seed: int) -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def to_tflite(model: Any, kind: str, calibration: np.ndarray | None = None) -> bytes:
-    """Serialized .tflite of ``model``: float32, float16 (weights), or full-integer int8/uint8."""
+def _converter(model: Any, kind: str, calibration: np.ndarray | None) -> Any:
+    """TFLiteConverter set up for ``kind`` (full-integer kinds: calibrated on ``calibration``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown quantization {kind!r} (one of {KINDS})")
     _tf_quiet()
@@ -230,11 +257,21 @@ def to_tflite(model: Any, kind: str, calibration: np.ndarray | None = None) -> b
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io_type = tf.int8 if kind == "int8" else tf.uint8
-        conv.inference_input_type = io_type
-        conv.inference_output_type = io_type
-    # The Keras exporter prints its SavedModel signature to stdout and logs each asset folder:
-    # keep both out of our output.
+        conv.inference_input_type = _io_type(kind)
+        conv.inference_output_type = _io_type(kind)
+    return conv
+
+
+def _io_type(kind: str) -> Any:
+    import tensorflow as tf
+
+    return tf.int8 if kind == "int8" else tf.uint8
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """The Keras exporter prints its SavedModel signature to stdout and logs each asset folder:
+    keep both out of our output."""
     captured = io.StringIO()
     tf_log = logging.getLogger("tensorflow")
     level = tf_log.level
@@ -243,11 +280,32 @@ def to_tflite(model: Any, kind: str, calibration: np.ndarray | None = None) -> b
         with contextlib.redirect_stdout(captured), warnings.catch_warnings():
             # Expected with float inputs to a full-integer model: the ranges come from calibration.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            data = conv.convert()
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            yield
     finally:
         tf_log.setLevel(level)
-    log.debug("converter output: %s", captured.getvalue())
-    return data
+        log.debug("converter output: %s", captured.getvalue())
+
+
+def to_tflite(model: Any, kind: str, calibration: np.ndarray | None = None) -> bytes:
+    """Serialized .tflite of ``model``: float32, float16 (weights), or full-integer int8/uint8."""
+    conv = _converter(model, kind, calibration)
+    with _quiet_converter():
+        return conv.convert()
+
+
+def to_int8_tflite(model: Any, kind: str, calibration: np.ndarray, check_images: np.ndarray,
+                   max_error_steps: float = MAX_ERROR_STEPS) -> tuple[bytes, list[LayerError]]:
+    """Full-integer .tflite of ``model`` whose layers int8 gets badly wrong on ``check_images``
+    stay float32 (:mod:`convert.float_layers`), and those layers; ``max_error_steps`` inf: every
+    layer int8, as :func:`to_tflite`."""
+    if kind not in ("int8", "uint8"):
+        raise ValueError(f"{kind!r} is not a full-integer kind (int8, uint8)")
+    if math.isinf(max_error_steps) and max_error_steps > 0:
+        return to_tflite(model, kind, calibration), []
+    conv = _converter(model, kind, calibration)
+    with _quiet_converter():
+        return quantize_keeping_float(conv, check_images, _io_type(kind), max_error_steps)
 
 
 def tensor_params(path: Path) -> dict[str, dict[str, Any]]:
@@ -280,6 +338,8 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         raise ValueError(f"--int8-io must be int8 or uint8, got {opts.int8_io!r}")
     if opts.calibration_size < 1:
         raise ValueError(f"--calibration-size must be at least 1, got {opts.calibration_size}")
+    if not opts.max_int8_error > 0:
+        raise ValueError(f"--max-int8-error must be > 0 (inf keeps every layer int8), got {opts.max_int8_error!r}")
     model_path = Path(opts.model)
     model = load_keras_model(model_path)
     size, n_out = image_input_size(model, model_path)
@@ -296,7 +356,7 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
             f"{data}: empty calibration set: its 'train' split has no {labels} images "
             f"(split the dataset first: `maskwatch data split {data}`)"
         )
-    calib_rows = calibration_sample(train_rows, opts.calibration_size, opts.seed)
+    calib_rows = calibration_sample(train_rows, opts.calibration_size, opts.seed, key=lambda r: r.label)
     calib, _ = load_rows(data, calib_rows, size, labels, "calibration images")
     x_val, y_val = load_rows(data, val_rows, size, labels, "val")
     log.info("calibration set: %d of %d training images (seed %d); parity set: %d val images",
@@ -315,8 +375,17 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
     for kind in kinds:
         path = out / f"{name}_{kind}.tflite"
         log.info("converting to %s -> %s", kind, path)
+        float_layers: list[LayerError] = []
         try:
-            tflite = to_tflite(model, kind, calib if kind in ("int8", "uint8") else None)
+            if kind in ("int8", "uint8"):
+                check = calibration_sample(list(range(len(x_val))), opts.error_check_size, opts.seed,
+                                           key=lambda i: int(y_val[i]))
+                tflite, float_layers = to_int8_tflite(model, kind, calib, x_val[check], opts.max_int8_error)
+                for e in float_layers:
+                    log.info("%s: layer %s stays float32 (int8 error %.2f quantization steps > %g)",
+                             kind, e.layer, e.steps, opts.max_int8_error)
+            else:
+                tflite = to_tflite(model, kind)
         except ValueError:
             raise
         except Exception as exc:  # the converter raises its own types with pages of MLIR text
@@ -332,6 +401,7 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         card.quantization_params = tensor_params(path)
         card.source_model_sha256 = source_sha
         card.calibration_size = len(calib) if kind in ("int8", "uint8") else None
+        card.float_layers = [e.as_dict() for e in float_layers]
         card.metrics = {}
         card.extra = {**card.extra, "source_model": str(model_path), "source_metrics": src.metrics,
                       "dataset": str(data)}
@@ -388,13 +458,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="file name stem (default: the run folder's name)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
     parser.add_argument("--threads", type=int, help="interpreter threads for the parity check (default: all)")
+    parser.add_argument("--max-int8-error", type=float, default=MAX_ERROR_STEPS, metavar="STEPS",
+                        help="int8 layers whose output is off by more than STEPS quantization steps (RMSE on "
+                             f"{ConvertOptions.error_check_size} val images) stay float32 (default {MAX_ERROR_STEPS:g}; "
+                             "inf: every layer int8)")
 
 
 def main(args: argparse.Namespace) -> int:
     result = convert_model(ConvertOptions(
         model=args.model, out=args.out, data=args.data, calibration_size=args.calibration_size,
         int8_io=args.int8_io, float16=args.float16, min_agreement=args.min_agreement, name=args.name,
-        seed=args.seed, num_threads=args.threads,
+        seed=args.seed, num_threads=args.threads, max_int8_error=args.max_int8_error,
     ))
     print(summary_table(result))
     print(f"\nparity on the val split of {result.data}; files in {args.out}")

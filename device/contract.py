@@ -237,6 +237,9 @@ class ModelCard(JsonCard):
     dataset_manifest_sha256: str | None = None
     source_model_sha256: str | None = None
     calibration_size: int | None = None
+    #: int8 models: the layers left float32 because int8 got them badly wrong (convert.float_layers),
+    #: each {"layer", "op", "rmse_steps", "tensor"}; empty: every layer int8.
+    float_layers: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str = "model card") -> None:

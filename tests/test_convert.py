@@ -297,6 +297,24 @@ def test_calibration_sample_is_seeded_and_bounded():
         calibration_sample(items, 0, seed=0)
 
 
+def test_calibration_gives_every_label_its_share():
+    from collections import Counter
+
+    from convert.tflite import calibration_sample
+
+    # 90 masked faces, 40 bare ones, 6 masks worn wrong: a plain sample of 30 would hold ~1 of those
+    items = [("with_mask", i) for i in range(90)] + [("without_mask", i) for i in range(40)] \
+        + [("incorrect_mask", i) for i in range(6)]
+    label = lambda item: item[0]  # noqa: E731
+    a = calibration_sample(items, 30, seed=0, key=label)
+    assert Counter(map(label, a)) == {"with_mask": 12, "without_mask": 12, "incorrect_mask": 6}
+    assert a == sorted(a, key=items.index) and len(set(a)) == 30  # original order, no repeats
+    assert a == calibration_sample(items, 30, seed=0, key=label)
+    assert Counter(map(label, calibration_sample(items, 9, seed=3, key=label))) == dict.fromkeys(
+        ("with_mask", "without_mask", "incorrect_mask"), 3)
+    assert calibration_sample(items, 1000, seed=0, key=label) == items
+
+
 def test_parity_metrics_by_hand():
     from convert.parity import parity_metrics
 
