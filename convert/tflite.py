@@ -435,6 +435,10 @@ def summary_table(result: ConvertResult) -> str:
             f"{100 * p.agreement:.2f} | {p.max_abs_diff:.4f} | {100 * p.accuracy_keras:.2f} | "
             f"{100 * p.accuracy_tflite:.2f} | {p.accuracy_delta_points:+.2f} |"
         )
+    for m in result.models:
+        if m.card.float_layers:
+            kept = ", ".join(f"{f['layer']} ({f['rmse_steps']:.2f} steps)" for f in m.card.float_layers)
+            lines.append(f"{m.path.name}: kept float32, int8 got them wrong by over --max-int8-error: {kept}")
     return "\n".join(lines)
 
 

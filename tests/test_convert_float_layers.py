@@ -104,3 +104,21 @@ def test_convert_refuses_a_max_error_that_is_not_positive(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and "--max-int8-error" in err and "inf keeps every layer int8" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_convert_summary_names_the_layers_kept_float(tmp_path):
+    from convert.parity import Parity
+    from convert.tflite import Converted, ConvertResult, summary_table
+    from device.contract import ModelCard
+
+    parity = Parity("val", 10, 1.0, 0.0, 0.0, 0.9, 0.9, 0.0, 0.9, 0.9)
+    result = ConvertResult(tmp_path / "m.keras", tmp_path)
+    for kind, layers in (("float32", []), ("int8", [LayerError("net/backbone_1/expanded_conv_depthwise_relu_1/Relu6",
+                                                                  "DEPTHWISE_CONV_2D", 1.372).as_dict()])):
+        path = tmp_path / f"m_{kind}.tflite"
+        path.write_bytes(b"x" * 1024)
+        result.models.append(Converted(path, ModelCard(quantization=kind, float_layers=layers), parity))
+    lines = summary_table(result).splitlines()
+    assert lines[-1] == ("m_int8.tflite: kept float32, int8 got them wrong by over --max-int8-error: "
+                         "expanded_conv_depthwise (1.37 steps)")
+    assert sum("kept float32" in line for line in lines) == 1
