@@ -79,6 +79,10 @@ def quantize_keeping_float(converter: Any, check_images: np.ndarray, io_type: An
     ``check_images``: a few real images (float32 NHWC) the errors are measured on.
     """
     import tensorflow as tf
+
+    # Not a public module: the function the debugger and TFLiteConverter themselves call to
+    # quantize a calibrated model, the only way to pass denylisted nodes with int8 input and
+    # output. TensorFlow is pinned (2.21.*) and tests/test_convert_float_layers.py fails if it moves.
     from tensorflow.lite.python import convert as tf_convert
 
     images = np.asarray(check_images, np.float32)
