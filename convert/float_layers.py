@@ -64,10 +64,15 @@ def layer_errors(statistics_csv: str) -> list[LayerError]:
     return sorted(out, key=lambda e: -e.steps)
 
 
-def too_noisy(errors: list[LayerError], max_error_steps: float) -> list[LayerError]:
-    """The layers to keep float32: error above ``max_error_steps`` (``inf``: none)."""
+def check_max_error(max_error_steps: float) -> None:
+    """ValueError unless ``max_error_steps`` is a usable ``--max-int8-error`` (> 0; inf allowed)."""
     if not max_error_steps > 0:
         raise ValueError(f"--max-int8-error must be > 0 (inf keeps every layer int8), got {max_error_steps!r}")
+
+
+def too_noisy(errors: list[LayerError], max_error_steps: float) -> list[LayerError]:
+    """The layers to keep float32: error above ``max_error_steps`` (``inf``: none)."""
+    check_max_error(max_error_steps)
     return [e for e in errors if e.steps > max_error_steps]
 
 

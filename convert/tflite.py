@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from convert.compact import compact_quantized
-from convert.float_layers import MAX_ERROR_STEPS, LayerError, quantize_keeping_float
+from convert.float_layers import MAX_ERROR_STEPS, LayerError, check_max_error, quantize_keeping_float
 from convert.parity import Parity, keras_probabilities, parity_metrics, tflite_probabilities
 from device import runtime
 from device.contract import BINARY_LABELS, THREE_CLASS_LABELS, ModelCard, card_path, sha256_file
@@ -338,8 +338,7 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         raise ValueError(f"--int8-io must be int8 or uint8, got {opts.int8_io!r}")
     if opts.calibration_size < 1:
         raise ValueError(f"--calibration-size must be at least 1, got {opts.calibration_size}")
-    if not opts.max_int8_error > 0:
-        raise ValueError(f"--max-int8-error must be > 0 (inf keeps every layer int8), got {opts.max_int8_error!r}")
+    check_max_error(opts.max_int8_error)
     model_path = Path(opts.model)
     model = load_keras_model(model_path)
     size, n_out = image_input_size(model, model_path)
