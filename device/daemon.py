@@ -267,7 +267,7 @@ class Daemon:
         t0 = time.perf_counter()
         self._emit(res.events, frame.time, res)
         t1 = time.perf_counter()
-        self.monitor.uncertain.consider(res.view, res.view_boxes, res.probs, res.alert_scores, frame.time,
+        self.monitor.uncertain.consider(res.view, res.crop_boxes, res.probs, res.alert_scores, frame.time,
                                         time.monotonic())
         t2 = time.perf_counter()
         timings = {"capture": wait_ms, **res.timings_ms, "publish": (t1 - t0) * 1e3, "monitor": (t2 - t1) * 1e3}

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from device.decision import alert_score
+from device.detectors.face_box import calibration_of
 
 Region = tuple[float, float, float, float]
 
@@ -82,6 +83,9 @@ class FrameResult:
     #: Every detected face's box in :attr:`view`'s pixels, also those filtered out (N,4): the web
     #: page pixelates all of them, a face in an ignore region (a mirror) included.
     detected_boxes: np.ndarray | None = None
+    #: The boxes the classifier cropped, in :attr:`view`'s pixels (N,4): :attr:`view_boxes` moved
+    #: by the detector's box calibration (what a saved uncertain crop must show, to train on).
+    crop_boxes: np.ndarray | None = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -107,6 +111,8 @@ class Pipeline:
             raise ValueError(f"max_faces must be >= 1, got {max_faces!r}")
         self.detector = detector
         self.classifier = classifier
+        #: Moves the detector's boxes onto the face the classifier was trained to see (crops only).
+        self.crop_calibration = calibration_of(detector)
         self.tracker = tracker
         self.min_face = int(min_face)
         self.set_zones(ignore_regions, entrance_region)
@@ -133,8 +139,10 @@ class Pipeline:
         faces = largest_faces(filter_faces(detected, self.min_face, regions, entrance), self.max_faces)
         t1 = self.clock()
         view_boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
+        crop_boxes = self.crop_calibration.apply(view_boxes)
         if len(faces):
-            probs = self.classifier.classify(rgb, view_boxes)  # every face of the frame in one batch
+            # every face of the frame in one batch, each cropped where the training faces were
+            probs = self.classifier.classify(rgb, crop_boxes)
             scores = alert_score(probs, self.alert_indices)
         else:
             probs = np.zeros((0, self.n_labels), np.float32)
@@ -154,7 +162,7 @@ class Pipeline:
         timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3, "track": (t3 - t2) * 1e3}
         detected_boxes = np.array([f.box for f in detected], dtype=np.float32).reshape(-1, 4)
         return FrameResult(faces, len(detected), probs, scores, events, timings, rgb, view_boxes, scale,
-                           detected_boxes)
+                           detected_boxes, crop_boxes)
 
     def expire(self, now: float) -> list[Any]:
         """No frame this time: the ``end`` events of people not seen for the tracker's timeout."""

@@ -142,6 +142,12 @@ def test_report_counts_what_was_placed(tmp_path, voc_dir, tiny_classifier, detec
     for stage in ("detect", "classify", "total"):
         assert d["ms"][stage]["frames"] == 4
     assert 0 < d["ms"]["detect"]["p50"] <= d["ms"]["total"]["p50"]
+    # Fitted on the 4 faces found, beside the calibration short range's crops use.
+    from device.detectors.blazeface import CONFIGS
+
+    cal = d["box_calibration"]
+    assert cal["faces"] == 4 and set(cal["fitted"]) == {"dx", "dy", "width", "height"}
+    assert cal["used"] == CONFIGS["short"].box_calibration.as_dict()
 
     md = (out / "report.md").read_text()
     assert "short 128x128" in md and md.strip() in text

@@ -18,6 +18,7 @@ import numpy as np
 from device.contract import cv_view
 from device.detectors.anchors import FULL_RANGE, SHORT_RANGE, AnchorOptions, generate_anchors
 from device.detectors.base import Face, check_frame
+from device.detectors.face_box import IDENTITY, BoxCalibration
 from device.runtime import input_info, load_interpreter, output_info
 
 NUM_KEYPOINTS = 6
@@ -33,6 +34,10 @@ class BlazeFaceConfig:
     anchors: AnchorOptions
     #: min_score_thresh of MediaPipe's face_detection_{short,full}_range graphs.
     score_threshold: float
+    #: Its box against faces-voc's annotated faces (:mod:`device.detectors.face_box`), fitted on
+    #: the faces it found (640x480, mirror pass) in the faces-voc TRAIN scenes of the benchmark
+    #: dataset (``maskwatch evaluate-scenes --split train``, ``box_calibration``).
+    box_calibration: BoxCalibration = IDENTITY
 
     @property
     def input_size(self) -> int:
@@ -40,8 +45,10 @@ class BlazeFaceConfig:
 
 
 CONFIGS: dict[str, BlazeFaceConfig] = {
-    "short": BlazeFaceConfig(SHORT_RANGE, score_threshold=0.5),
-    "full": BlazeFaceConfig(FULL_RANGE, score_threshold=0.6),
+    "short": BlazeFaceConfig(SHORT_RANGE, score_threshold=0.5,
+                             box_calibration=BoxCalibration(dx=0.011, dy=0.067, width=0.878, height=0.993)),
+    "full": BlazeFaceConfig(FULL_RANGE, score_threshold=0.6,
+                            box_calibration=BoxCalibration(dx=0.013, dy=0.11, width=0.952, height=1.045)),
 }
 
 
@@ -235,6 +242,7 @@ class BlazeFaceDetector:
             raise ValueError(f"unknown BlazeFace kind {kind!r}; choose one of {', '.join(CONFIGS)}")
         self.kind = kind
         self.config = CONFIGS[kind]
+        self.box_calibration = self.config.box_calibration
         self.model_path = Path(model_path)
         self.score_threshold = self.config.score_threshold if score_threshold is None else float(score_threshold)
         self.iou_threshold = float(iou_threshold)

@@ -30,7 +30,7 @@ import numpy as np
 from device.contract import JsonCard, card_path, cv_view, dequantize, quantize
 from device.detectors.base import Face, check_frame
 from device.detectors.chins import drop_chins
-from device.detectors.yunet import DEFAULT_TOP_K, model_and_threshold, yunet_rows_to_faces
+from device.detectors.yunet import BOX_CALIBRATION, DEFAULT_TOP_K, model_and_threshold, yunet_rows_to_faces
 from device.runtime import input_info, load_interpreter, output_info
 
 #: Feature-map strides of YuNet's three heads; the input must be a multiple of the largest
@@ -275,6 +275,8 @@ def nms(rows: np.ndarray, score_threshold: float, nms_threshold: float, top_k: i
 
 class YuNetLiteRTDetector:
     """A converted YuNet model loaded once; :meth:`detect` runs it on one frame."""
+
+    box_calibration = BOX_CALIBRATION
 
     def __init__(
         self,

@@ -1,11 +1,13 @@
 """VOC faces cut with the box the daemon's face detector finds for them (``--voc-boxes detector``).
 
 Why: the classifier only ever sees, on the device, crops around the *detector's* boxes. A
-detector draws its boxes its own way (YuNet's sit higher than the faces-voc annotation and are
-shorter: median centre 13 % of the box height up, height 0.9x, width 1.04x), so a classifier
-trained on crops around the annotated boxes meets, on the device, crops unlike its training
-ones. With this option the import cuts every annotated face it can with the box the detector
-finds for it, exactly as the daemon would get it:
+detector draws its boxes its own way (YuNet's take in the forehead: against the faces-voc
+annotation their centre sits 0.13 of their side higher and they are ~10 % larger), and misses
+a face's edges in its own way from one face to the next. The box calibration
+(:mod:`device.detectors.face_box`) takes out the systematic part on the device; the rest is
+what a classifier trained on crops around the annotated boxes would meet only there. With this
+option the import cuts every annotated face it can with the box the detector finds for it,
+exactly as the daemon would get it:
 
 * the scene photo goes on a camera frame the scene benchmark's way
   (:func:`train.scenes.voc_scenes.place_on_frame`, ``fill`` by default: scaled to fill 640x480);
@@ -14,8 +16,10 @@ finds for it, exactly as the daemon would get it:
 * detections are matched to the annotated faces (all of them, tiny ones and unknown classes
   included, so none of them lends its detection to a neighbour) with the scene benchmark's
   matching (:func:`train.scenes.matching.match_faces`: one-to-one, best IoU first, IoU >= 0.3);
-* a matched face is cut with its detection (mapped back to photo pixels) and the contract's
-  margin; the label stays the annotation's. A face the detector misses keeps its annotated box.
+* a matched face is cut with its detection (mapped back to photo pixels), moved by the detector's
+  box calibration as the daemon moves it before its crops (:mod:`device.detectors.face_box`), and
+  the contract's margin; the label stays the annotation's. A face the detector misses keeps its
+  annotated box.
 
 Which faces are imported, and their grouping, do not change (see the importer): only the pixels.
 """
@@ -79,10 +83,13 @@ class DetectorBoxes:
 
     def describe(self) -> dict[str, Any]:
         """The settings as the import report records them."""
+        from device.detectors.face_box import calibration_of
+
         options = self.filter_options()
         return {"detector": self.detector if isinstance(self.detector, str) else repr(self.detector),
                 "fit": self.fit, "frame_size": list(self.frame_size), "match_iou": self.iou_threshold,
-                "min_face": options.get("min_face"), "ignore_regions": options.get("ignore_regions", [])}
+                "min_face": options.get("min_face"), "ignore_regions": options.get("ignore_regions", []),
+                "box_calibration": calibration_of(detector_of(self)).as_dict()}
 
 
 #: Detectors built in this process, by setting: each import worker loads its model once.
@@ -116,6 +123,7 @@ def detected_boxes(rgb: np.ndarray, objects: Sequence[voc.VocObject], settings: 
                    ) -> list[Box | None]:
     """For every object of a scene photo (``rgb``, as the import decoded it) the detector's box of
     it in photo px, or None (malformed box, outside the photo, or not found by the detector)."""
+    from device.detectors.face_box import calibration_of
     from device.pipeline import filter_faces
 
     h, w = rgb.shape[:2]
@@ -131,6 +139,9 @@ def detected_boxes(rgb: np.ndarray, objects: Sequence[voc.VocObject], settings: 
     if len(truth) != len(valid):  # truth_faces keeps every valid box; a change there must not mislabel faces
         raise RuntimeError(f"internal error: {len(valid)} annotated boxes but {len(truth)} faces on the frame")
     picked = pick_boxes([t.box for t in truth], [f.box for f in faces], scale, settings.iou_threshold)
+    # Matched with the detector's own boxes (as the scene benchmark matches), cut where the
+    # daemon cuts its crops: the detector's box calibration applied (device.pipeline).
+    calibration = calibration_of(detector_of(settings))
     for k, box in zip(valid, picked, strict=True):
-        out[k] = box
+        out[k] = None if box is None else tuple(float(v) for v in calibration.apply(np.array([box]))[0])
     return out

@@ -55,6 +55,11 @@ def markdown(result: dict) -> str:
     for d in dets:
         o = d[INCORRECT_MASK]
         lines.append(f"| {_label(d)} | {o['faces']} | {o['found']} | {o['found_and_flagged']} |")
+    lines += ["", "| detector | faces matched | annotated face vs detector box (fitted here): dx, dy, width, height "
+              "| calibration the classifier's crops use |", "|---|---|---|---|"]
+    for d in dets:
+        c = d.get("box_calibration") or {}
+        lines.append(f"| {_label(d)} | {c.get('faces', 0)} | {_calibration(c.get('fitted'))} | {_calibration(c.get('used'))} |")
     lines += ["", f"Face size: {st['face_size']}. Found: IoU ≥ {st['match_iou']} with an annotated face, one to one, "
               f"best IoU first. Flagged: P({' + '.join(st.get('alert_labels') or [st['alert_label']])}) ≥ the card's threshold. Detections smaller than "
               f"{st['detector_min_face']} px are dropped as the daemon drops them."]
@@ -63,6 +68,11 @@ def markdown(result: dict) -> str:
     if sc.get("filtered_out"):
         lines.append("Left out by the split filter: " + ", ".join(f"{k} {v}" for k, v in sc["filtered_out"].items()))
     return "\n".join(lines)
+
+
+def _calibration(c: dict | None) -> str:
+    """dx, dy, width, height in units of the detector box's longer side."""
+    return DASH if not c else f"{c['dx']:+.3f}, {c['dy']:+.3f}, {c['width']:.3f}, {c['height']:.3f}"
 
 
 def _label(d: dict) -> str:

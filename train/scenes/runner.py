@@ -28,7 +28,15 @@ from device.metrics import latency_summary
 from train.data import voc
 from train.scenes import voc_scenes
 from train.scenes.detector_specs import DetectorSpec, detector_name, input_size_of
-from train.scenes.matching import MASKED_MIN_SIZE, MATCH_IOU, SIZE_BINS, SceneOutcome, score_scene, summarize
+from train.scenes.matching import (
+    MASKED_MIN_SIZE,
+    MATCH_IOU,
+    SIZE_BINS,
+    SceneOutcome,
+    match_faces,
+    score_scene,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,8 @@ class Lane:
     input_size: tuple[int, int]
     pipeline: Any
     outcomes: list[SceneOutcome] = field(default_factory=list)
+    #: (detector box, annotated box) of every counted face it found: what box_calibration is fitted on.
+    matched: list[tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=list)
     ms: dict[str, list[float]] = field(default_factory=lambda: {"detect": [], "classify": [], "total": []})
 
 
@@ -183,7 +193,9 @@ def run_scenes(cfg: SceneConfig) -> dict:
             lane = lanes[(i + k) % len(lanes)]
             result = lane.pipeline.process(frame, float(i))
             flagged = alert_flags(result.probs, card.labels, alert_labels, threshold)
-            lane.outcomes.append(score_scene(truth, [f.box for f in result.faces], flagged.tolist()))
+            boxes = [f.box for f in result.faces]
+            lane.outcomes.append(score_scene(truth, boxes, flagged.tolist()))
+            lane.matched += matched_boxes(truth, boxes)
             det, cls = result.timings_ms["detect"], result.timings_ms["classify"]
             lane.ms["detect"].append(det)
             lane.ms["classify"].append(cls)
@@ -237,6 +249,25 @@ def run_scenes(cfg: SceneConfig) -> dict:
     }
 
 
+def matched_boxes(truth: Sequence[Any], boxes: Sequence[Sequence[float]]) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(detector box, annotated box) for every counted annotated face a detection found (the
+    benchmark's own one-to-one matching)."""
+    pairs = match_faces([t.box for t in truth], boxes, MATCH_IOU)
+    return [(tuple(boxes[d]), tuple(truth[t].box)) for t, d in pairs if truth[t].counted]
+
+
+def box_calibration_report(lane: Lane) -> dict[str, Any]:
+    """How this detector's boxes sit against the annotated faces it found (:func:`fit_calibration`),
+    beside the calibration the daemon crops with for it."""
+    from device.detectors.face_box import calibration_of, fit_calibration
+
+    used = calibration_of(lane.pipeline.detector).as_dict()
+    if not lane.matched:
+        return {"faces": 0, "fitted": None, "used": used}
+    fitted = fit_calibration([d for d, _ in lane.matched], [a for _, a in lane.matched])
+    return {"faces": len(lane.matched), "fitted": fitted.as_dict(), "used": used}
+
+
 def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
     metrics = summarize(lane.outcomes, THREE_CLASS_LABELS, alert_label, WITH_MASK, INCORRECT_MASK)
     ms = {}
@@ -254,5 +285,6 @@ def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
         # yunet,mirror=0 are other settings).
         "default": lane.spec.kind == default_kind and lane.spec.model_path is None and not lane.spec.options,
         **metrics,
+        "box_calibration": box_calibration_report(lane),
         "ms": ms,
     }
