@@ -142,6 +142,11 @@ def test_report_counts_what_was_placed(tmp_path, voc_dir, tiny_classifier, detec
     for stage in ("detect", "classify", "total"):
         assert d["ms"][stage]["frames"] == 4
     assert 0 < d["ms"]["detect"]["p50"] <= d["ms"]["total"]["p50"]
+    # Threshold 0 flags the one masked face found: the alert's only mistake, listed and counted.
+    (m,) = d["mistakes"]
+    assert (m["kind"], m["label"]) == ("false_alert", "with_mask") and m["alert_score"] >= 0.0
+    assert "_mistake_crops" not in doc
+    assert "1 masked faces flagged, 0 no-mask faces not flagged" in (out / "report.md").read_text()
     # Fitted on the 4 faces found, beside the calibration short range's crops use.
     from device.detectors.blazeface import CONFIGS
 
@@ -154,7 +159,8 @@ def test_report_counts_what_was_placed(tmp_path, voc_dir, tiny_classifier, detec
     assert "| 0.57 | 0.33 | 0.67 | 1.00 | 0.00 | 0.00 | 0.00 | 1.00 | 0.33 |" in md  # the recall row
     assert "0.67 (2/3)" in md
     if doc["png_note"] is None:  # matplotlib is there (the workstation)
-        assert all(Path(p).stat().st_size > 1000 for p in doc["png"]) and len(doc["png"]) == 2
+        assert all(Path(p).stat().st_size > 1000 for p in doc["png"]) and len(doc["png"]) == 3
+        assert Path(doc["png"][2]).name == "mistakes.png"
 
 
 def test_nothing_flagged_at_threshold_one_and_detectors_side_by_side(tmp_path, voc_dir, tiny_classifier,

@@ -14,6 +14,7 @@ from train.scenes.matching import (
     FaceOutcome,
     SceneOutcome,
     TruthFace,
+    alert_mistakes,
     match_faces,
     score_scene,
     size_bin,
@@ -74,6 +75,24 @@ def test_score_scene_found_flagged_unmatched_and_left_out():
                          FaceOutcome("without_mask", 40, False, False)]
     assert out.detections == [DetectionOutcome(True, "without_mask"), DetectionOutcome(True, "with_mask"),
                               DetectionOutcome(False, None, on_left_out=True), DetectionOutcome(True, None)]
+
+
+def test_alert_mistakes_are_the_flagged_masked_and_the_unflagged_bare_faces_found():
+    truth = [face((0, 0, 40, 40), "without_mask"),  # found, flagged: right
+             face((100, 0, 140, 40), "with_mask"),  # found, flagged: false alert
+             face((200, 0, 240, 40), "without_mask"),  # found, not flagged: missed alert
+             face((300, 0, 340, 40), "with_mask"),  # found, not flagged: right
+             face((400, 0, 440, 40), "incorrect_mask"),  # found, not flagged: not this list's business
+             face((500, 0, 510, 10), "with_mask", counted=False),  # left out, flagged: not listed
+             face((600, 0, 640, 40), "without_mask")]  # never found: a detector miss, not the alert's
+    dets = [(402, 0, 442, 40), (500, 0, 510, 10), (0, 0, 40, 40), (100, 0, 140, 40), (200, 0, 240, 40),
+            (300, 0, 340, 40), (900, 900, 940, 940)]
+    flagged = [False, True, True, True, False, False, True]
+    assert alert_mistakes(truth, dets, flagged, "without_mask", "with_mask") == [
+        (3, 1, "false_alert"), (4, 2, "missed_alert")]
+    assert alert_mistakes([], [], [], "without_mask", "with_mask") == []
+    with pytest.raises(ValueError, match="1 detections but 0 flagged"):
+        alert_mistakes(truth, dets[:1], [], "without_mask", "with_mask")
 
 
 def test_score_scene_rejects_mismatched_flags():

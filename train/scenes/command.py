@@ -6,7 +6,8 @@ classify code for one or more ``--detector`` settings side by side (see
 :mod:`train.scenes.runner`). Reported per detector: faces found overall, by class and by face
 size, masked faces >= 32 px found, no-mask faces found AND flagged, how many flagged faces
 really are no-mask, unmatched detections, and ms per frame measured in the same run.
-Writes ``report.md``, ``report.json``, ``recall_by_size.png`` and ``recall_vs_ms.png`` to
+Writes ``report.md``, ``report.json``, ``recall_by_size.png``, ``recall_vs_ms.png`` and
+``mistakes.png`` (the crops of the default detector's found faces the alert got wrong) to
 ``--out``. No TensorFlow: runs on a Raspberry Pi too (PNGs need matplotlib).
 
 Photos a model was trained on flatter it: ``--split-of DATASET --split test`` keeps only the

@@ -113,6 +113,32 @@ def score_scene(truth: Sequence[TruthFace], detections: Sequence[Box], flagged: 
     return out
 
 
+#: The alert's two kinds of mistake on a found face (what ``mistakes.png`` shows).
+FALSE_ALERT = "false_alert"  # flagged, and it found a masked face
+MISSED_ALERT = "missed_alert"  # not flagged, and it found an alert-class face
+
+
+def alert_mistakes(truth: Sequence[TruthFace], detections: Sequence[Box], flagged: Sequence[bool],
+                   alert_label: str, masked_label: str, iou_threshold: float = MATCH_IOU
+                   ) -> list[tuple[int, int, str]]:
+    """(detection index, truth index, kind) for every found face the alert got wrong, with
+    :func:`score_scene`'s matching: the detections behind the flagged precision's misses
+    (:data:`FALSE_ALERT`) and the alert recall's found-but-not-flagged faces (:data:`MISSED_ALERT`).
+    Faces left out of the figures are left out here too."""
+    if len(detections) != len(flagged):
+        raise ValueError(f"got {len(detections)} detections but {len(flagged)} flagged decisions")
+    out = []
+    for t, d in sorted(match_faces([f.box for f in truth], detections, iou_threshold)):
+        face = truth[t]
+        if not face.counted:
+            continue
+        if flagged[d] and face.label == masked_label:
+            out.append((d, t, FALSE_ALERT))
+        elif not flagged[d] and face.label == alert_label:
+            out.append((d, t, MISSED_ALERT))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Many scenes
 # --------------------------------------------------------------------------------------------

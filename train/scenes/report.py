@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from device.contract import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
-from train.scenes.matching import MASKED_MIN_SIZE, SIZE_BINS, bin_name
+from train.scenes.matching import FALSE_ALERT, MASKED_MIN_SIZE, MISSED_ALERT, SIZE_BINS, bin_name
 
 DASH = "—"
 
@@ -63,6 +63,13 @@ def markdown(result: dict) -> str:
     lines += ["", f"Face size: {st['face_size']}. Found: IoU ≥ {st['match_iou']} with an annotated face, one to one, "
               f"best IoU first. Flagged: P({' + '.join(st.get('alert_labels') or [st['alert_label']])}) ≥ the card's threshold. Detections smaller than "
               f"{st['detector_min_face']} px are dropped as the daemon drops them."]
+    shown = mistakes_detector(result)
+    if "mistakes" in shown:
+        listed = shown["mistakes"]
+        lines.append(f"The alert's mistakes on found faces, {shown['name']}: "
+                     f"{sum(m['kind'] == FALSE_ALERT for m in listed)} masked faces flagged, "
+                     f"{sum(m['kind'] == MISSED_ALERT for m in listed)} no-mask faces not flagged "
+                     "(each in report.json; the crops the classifier saw in mistakes.png).")
     if sc["skipped"]:
         lines.append(f"Skipped {len(sc['skipped'])} scene photos (listed in report.json).")
     if sc.get("filtered_out"):
@@ -79,8 +86,22 @@ def _label(d: dict) -> str:
     return f"**{d['name']}** (default)" if d.get("default") else d["name"]
 
 
-def write_plots(result: dict, out: Path) -> tuple[list[str], str | None]:
-    """The two PNGs; (paths, None), or ([], why not) when matplotlib is missing (as on a Pi)."""
+def mistakes_detector(result: dict) -> dict:
+    """The detector whose mistakes mistakes.png shows: the daemon's default, else the first."""
+    dets = result["detectors"]
+    return next((d for d in dets if d.get("default")), dets[0])
+
+
+def mistake_caption(m: dict) -> str:
+    verdict = "flagged" if m["kind"] == FALSE_ALERT else "not flagged"
+    return f"{verdict}: {m['label']} {m['size']:.0f} px\nP(alert) {m['alert_score']:.2f} {Path(m['photo']).name}"
+
+
+def write_plots(result: dict, out: Path, crops: dict | None = None) -> tuple[list[str], str | None]:
+    """The PNGs; (paths, None), or ([], why not) when matplotlib is missing (as on a Pi).
+
+    ``crops``: by detector name, the crops of its first mistakes (:mod:`train.scenes.runner`);
+    those of :func:`mistakes_detector` become mistakes.png."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -96,14 +117,26 @@ def write_plots(result: dict, out: Path) -> tuple[list[str], str | None]:
     vs_ms = plots.scene_recall_vs_ms(
         names, [d["ms"]["total"]["p50"] for d in dets], [d["recall"] for d in dets],
         [d["alert_recall"]["recall"] for d in dets], out / "recall_vs_ms.png")
-    return [str(by_size), str(vs_ms)], None
+    pngs = [str(by_size), str(vs_ms)]
+    shown = mistakes_detector(result)
+    images = (crops or {}).get(shown["name"])
+    if images is not None:
+        listed = shown["mistakes"]
+        title = (f"{shown['name']}: {sum(m['kind'] == FALSE_ALERT for m in listed)} masked faces flagged, "
+                 f"{sum(m['kind'] == MISSED_ALERT for m in listed)} no-mask faces found but not flagged"
+                 + (f" (first {len(images)} shown)" if len(images) < len(listed) else ""))
+        pngs.append(str(plots.contact_sheet(images, [mistake_caption(m) for m in listed[:len(images)]],
+                                            out / "mistakes.png", title=title)))
+    return pngs, None
 
 
 def write_outputs(result: dict, out: Path) -> dict:
     """report.json, report.md and the PNGs in ``out``; the result gains their paths."""
+    from train.scenes.runner import MISTAKE_CROPS_KEY
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pngs, note = write_plots(result, out)
+    pngs, note = write_plots(result, out, result.pop(MISTAKE_CROPS_KEY, None))
     result["png"] = pngs
     result["png_note"] = note
     (out / "report.md").write_text(markdown(result) + "\n", encoding="utf-8")

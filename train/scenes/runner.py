@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from device.contract import INCORRECT_MASK, THREE_CLASS_LABELS, WITH_MASK, sha256_file
+from device.contract import INCORRECT_MASK, THREE_CLASS_LABELS, WITH_MASK, crop_face, sha256_file
 from device.decision import decide
 from device.metrics import latency_summary
 from train.data import voc
@@ -33,6 +33,7 @@ from train.scenes.matching import (
     MATCH_IOU,
     SIZE_BINS,
     SceneOutcome,
+    alert_mistakes,
     match_faces,
     score_scene,
     summarize,
@@ -42,6 +43,12 @@ log = logging.getLogger(__name__)
 
 #: Untimed passes of every detector over the first photo (first invokes allocate and warm caches).
 WARMUP = 3
+#: mistakes.png: at most this many crops per detector (all mistakes are listed in report.json),
+#: each this many px, as the classifier saw it (its crop box and the card's margin).
+MAX_MISTAKE_CROPS = 48
+MISTAKE_CROP_PX = 96
+#: Where run_scenes' result holds those crops, by detector name, until write_outputs draws them.
+MISTAKE_CROPS_KEY = "_mistake_crops"
 
 
 class NoTracker:
@@ -79,6 +86,9 @@ class Lane:
     outcomes: list[SceneOutcome] = field(default_factory=list)
     #: (detector box, annotated box) of every counted face it found: what box_calibration is fitted on.
     matched: list[tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=list)
+    #: Found faces the alert got wrong (report.json) and the first crops of them (mistakes.png).
+    mistakes: list[dict[str, Any]] = field(default_factory=list)
+    mistake_crops: list[np.ndarray] = field(default_factory=list)
     ms: dict[str, list[float]] = field(default_factory=lambda: {"detect": [], "classify": [], "total": []})
 
 
@@ -196,6 +206,7 @@ def run_scenes(cfg: SceneConfig) -> dict:
             boxes = [f.box for f in result.faces]
             lane.outcomes.append(score_scene(truth, boxes, flagged.tolist()))
             lane.matched += matched_boxes(truth, boxes)
+            note_mistakes(lane, scene.image, frame, truth, result, flagged, card)
             det, cls = result.timings_ms["detect"], result.timings_ms["classify"]
             lane.ms["detect"].append(det)
             lane.ms["classify"].append(cls)
@@ -246,6 +257,8 @@ def run_scenes(cfg: SceneConfig) -> dict:
                     "python": platform.python_version(), "numpy": np.__version__,
                     "backend": lanes[0].pipeline.classifier.backend},
         "detectors": [lane_report(lane, card.alert_label, default_kind) for lane in lanes],
+        # pixels, not JSON: write_outputs takes them out and draws mistakes.png
+        MISTAKE_CROPS_KEY: {lane.name: lane.mistake_crops for lane in lanes},
     }
 
 
@@ -254,6 +267,20 @@ def matched_boxes(truth: Sequence[Any], boxes: Sequence[Sequence[float]]) -> lis
     benchmark's own one-to-one matching)."""
     pairs = match_faces([t.box for t in truth], boxes, MATCH_IOU)
     return [(tuple(boxes[d]), tuple(truth[t].box)) for t, d in pairs if truth[t].counted]
+
+
+def note_mistakes(lane: Lane, photo: Path, frame: np.ndarray, truth: Sequence[Any], result: Any,
+                  flagged: np.ndarray, card: Any) -> None:
+    """Add this frame's alert mistakes (:func:`alert_mistakes`) to ``lane``: each listed, the first
+    :data:`MAX_MISTAKE_CROPS` also kept as the crop the classifier was given."""
+    boxes = [f.box for f in result.faces]
+    for d, t, kind in alert_mistakes(truth, boxes, flagged.tolist(), card.alert_label, WITH_MASK):
+        face = truth[t]
+        lane.mistakes.append({"photo": str(photo), "kind": kind, "label": face.label, "size": round(face.size, 1),
+                              "alert_score": round(float(result.alert_scores[d]), 4),
+                              "box": [round(float(v), 1) for v in boxes[d]]})
+        if len(lane.mistake_crops) < MAX_MISTAKE_CROPS:
+            lane.mistake_crops.append(crop_face(frame, tuple(result.crop_boxes[d]), MISTAKE_CROP_PX, card.margin))
 
 
 def box_calibration_report(lane: Lane) -> dict[str, Any]:
@@ -286,5 +313,6 @@ def lane_report(lane: Lane, alert_label: str, default_kind: str) -> dict:
         "default": lane.spec.kind == default_kind and lane.spec.model_path is None and not lane.spec.options,
         **metrics,
         "box_calibration": box_calibration_report(lane),
+        "mistakes": lane.mistakes,
         "ms": ms,
     }
