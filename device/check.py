@@ -48,6 +48,7 @@ def state_dir_writable(state_dir: Path) -> str | None:
 
 def summary_lines(cfg: Any, parts: Components) -> list[str]:
     from device.config import config_to_dict
+    from device.detectors.face_box import calibration_of
 
     card = parts.card
     clf = parts.classifier
@@ -67,6 +68,7 @@ def summary_lines(cfg: Any, parts: Components) -> list[str]:
         f"detector     {det.kind}: {det_file}",
         f"             score_threshold={det.score_threshold if det.score_threshold is not None else 'default'} "
         f"min_face={det.min_face} ignore_regions={list(det.ignore_regions)}",
+        f"             crops: {calibration_of(parts.detector).describe()}",
         f"broker       {mqtt_text}",
     ]
 

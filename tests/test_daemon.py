@@ -372,7 +372,7 @@ def test_check_summarises_without_publishing_or_printing_the_password(tmp_path, 
     assert r.returncode == 0, out
     for text in ("name=tiny", "quantization=int8", "with_mask, without_mask (alert: without_mask)",
                  "0.5 (from model card)", "short:", "sha256 verified", "frame 640x480", f"port={broker.port}",
-                 "username=door", "check passed"):
+                 "username=door", "crops: the detector's box moved by +0.011, +0.067", "check passed"):
         assert text in r.stdout, (text, r.stdout)
     assert "s3cret-pw" not in out
 

@@ -44,6 +44,11 @@ def test_identity_returns_the_boxes_exactly_and_a_copy():
     assert IDENTITY.apply(np.zeros((0, 4))).shape == (0, 4)
 
 
+def test_describe_says_what_the_crop_is():
+    assert IDENTITY.describe() == "the detector's box as it is"
+    assert CAL.describe() == "the detector's box moved by +0.100, +0.200 and made 0.500 x 0.800 of its longer side"
+
+
 def test_fit_recovers_a_known_calibration_from_matched_pairs():
     rng = np.random.default_rng(0)
     x0, y0 = rng.uniform(0, 500, 50), rng.uniform(0, 400, 50)

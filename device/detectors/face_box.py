@@ -59,6 +59,13 @@ class BoxCalibration:
         half_w, half_h = self.width * side / 2, self.height * side / 2
         return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
 
+    def describe(self) -> str:
+        """One line for ``maskwatch-device check`` and logs."""
+        if self.is_identity:
+            return "the detector's box as it is"
+        return (f"the detector's box moved by {self.dx:+.3f}, {self.dy:+.3f} and made {self.width:.3f} x "
+                f"{self.height:.3f} of its longer side")
+
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in asdict(self).items()}
 
