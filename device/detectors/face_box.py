@@ -44,7 +44,9 @@ class BoxCalibration:
 
     @property
     def is_identity(self) -> bool:
-        return self == BoxCalibration()
+        # compared field by field: this runs on every frame, and a new BoxCalibration() to compare
+        # with would run __post_init__'s checks each time
+        return (self.dx, self.dy, self.width, self.height) == (0.0, 0.0, 1.0, 1.0)
 
     def apply(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) x0, y0, x1, y1 detector boxes -> the (N, 4) face boxes to crop, float32.
