@@ -133,15 +133,17 @@ def detected_boxes(rgb: np.ndarray, objects: Sequence[voc.VocObject], settings: 
         return out
     frame, scale = place_on_frame(np.ascontiguousarray(rgb), settings.frame_size, settings.fit)
     options = settings.filter_options()
-    faces = filter_faces(detector_of(settings).detect(frame), int(options.get("min_face", 0)),
-                         options.get("ignore_regions", ()))
+    detector = detector_of(settings)
+    faces = filter_faces(detector.detect(frame), int(options.get("min_face", 0)), options.get("ignore_regions", ()))
     truth, _ = truth_faces([objects[k] for k in valid], scale, (w, h))
     if len(truth) != len(valid):  # truth_faces keeps every valid box; a change there must not mislabel faces
         raise RuntimeError(f"internal error: {len(valid)} annotated boxes but {len(truth)} faces on the frame")
     picked = pick_boxes([t.box for t in truth], [f.box for f in faces], scale, settings.iou_threshold)
     # Matched with the detector's own boxes (as the scene benchmark matches), cut where the
     # daemon cuts its crops: the detector's box calibration applied (device.pipeline).
-    calibration = calibration_of(detector_of(settings))
-    for k, box in zip(valid, picked, strict=True):
-        out[k] = None if box is None else tuple(float(v) for v in calibration.apply(np.array([box]))[0])
+    found = [(k, box) for k, box in zip(valid, picked, strict=True) if box is not None]
+    if found:
+        moved = calibration_of(detector).apply(np.array([box for _, box in found]))
+        for (k, _), box in zip(found, moved, strict=True):
+            out[k] = tuple(float(v) for v in box)
     return out
