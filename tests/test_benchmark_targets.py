@@ -46,3 +46,36 @@ def test_bench_train_exits_1_on_an_impossible_target(tmp_path, monkeypatch, caps
     assert bench_train.main([*args, "--target", "train_minutes=1"]) == 1
     assert bench_train.main([*args, "--target", "speed=1"]) == 2
     assert "NAME one of accuracy, without_mask_f1, train_minutes" in capsys.readouterr().err
+
+
+def test_largest_int8_gap_names_the_class_and_the_faces():
+    """The figure behind issue 15's int8 target: the largest gap over recall and flagged rate,
+    and what it is in faces (hand-made rates: 2 of 365 bare faces is 0.548 points)."""
+    float32 = {"recall": {"with_mask": 0.9927, "without_mask": 360 / 365, "incorrect_mask": 0.60},
+               "flagged": {"with_mask": 5 / 687, "without_mask": 361 / 365, "incorrect_mask": 0.80}}
+    int8 = {"recall": {"with_mask": 0.9927, "without_mask": 362 / 365, "incorrect_mask": 0.60},
+            "flagged": {"with_mask": 5 / 687, "without_mask": 362 / 365, "incorrect_mask": 0.80}}
+    faces = {"with_mask": 687, "without_mask": 365, "incorrect_mask": 20}
+    gap = bench_train.largest_int8_gap(float32, int8, faces)
+    assert gap == {"points": 0.548, "metric": "recall", "label": "without_mask", "faces": 2, "of": 365}
+    # One incorrect face flagged differently outweighs both: 5 points.
+    int8["flagged"]["incorrect_mask"] = 0.75
+    gap = bench_train.largest_int8_gap(float32, int8, faces)
+    assert (gap["points"], gap["metric"], gap["label"], gap["faces"], gap["of"]) == (5.0, "flagged", "incorrect_mask", 1, 20)
+    with pytest.raises(ValueError, match="no per-class rates"):
+        bench_train.largest_int8_gap({"recall": {}, "flagged": {}}, {"recall": {}, "flagged": {}}, faces)
+
+
+def test_alert_rows_say_the_int8_gap_in_faces():
+    test = {"labels": ["with_mask", "without_mask", "incorrect_mask"], "without_mask_f1": 0.9822,
+            "per_class": {"incorrect_mask": {"f1": 0.6667}},
+            "alert": {"flagged": {"incorrect_mask": {"rate": 0.8, "flagged": 16, "n": 20},
+                                  "with_mask": {"rate": 5 / 687, "flagged": 5, "n": 687},
+                                  "without_mask": {"rate": 361 / 365, "flagged": 361, "n": 365}}}}
+    doc = {"name": "all-128-3class", "kind": "three_class", "test": test, "train": {"seconds": {"total": 719}},
+           "quantization": {"max_delta_points": 0.548, "largest_gap": {"points": 0.548, "metric": "recall",
+                                                                       "label": "without_mask", "faces": 2, "of": 365}}}
+    row = bench_train.alert_rows([doc])[2]
+    assert "| 0.55 pts (without_mask recall, 2 of 365) |" in row
+    del doc["quantization"]["largest_gap"]  # a summary written before the field existed still renders
+    assert "| 0.55 pts |" in bench_train.alert_rows([doc])[2]
