@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.targets import Target, check, parse_overrides
+from benchmarks.targets import Target, check, parse_overrides, wilson_interval
 
 log = logging.getLogger("benchmarks.scenes")
 
@@ -57,6 +57,16 @@ def figures(d: dict) -> dict[str, float | None]:
     }
 
 
+def counts(d: dict) -> dict[str, tuple[int, int]]:
+    """(faces that count for, faces) behind each targeted figure of a detector's report entry."""
+    return {
+        "found": (d["found"], d["faces"]),
+        "masked_found_32px": (d["with_mask_32px"]["found"], d["with_mask_32px"]["faces"]),
+        "alert_recall": (d["alert_recall"]["found_and_flagged"], d["alert_recall"]["faces"]),
+        "flagged_precision": (d["flagged_precision"]["really_without_mask"], d["flagged_precision"]["flagged"]),
+    }
+
+
 def parse_targets(pairs: Sequence[str]) -> dict[str, float]:
     """``NAME=VALUE`` overrides on top of :data:`TARGETS`."""
     return parse_overrides(pairs, TARGETS)
@@ -75,9 +85,15 @@ def default_detector(doc: dict) -> dict:
     raise ValueError(f"the daemon's default detector is not among the measured ones ({kinds}): add it with --detector")
 
 
-def target_line(t: Target) -> str:
+def target_line(t: Target, count: tuple[int, int] | None = None) -> str:
+    """PASS/MISS, the figure and its limit; with ``count`` (hits, of) also the faces and the 95 %
+    interval, so a reader sees whether a miss or a pass is more than a face or two."""
     shown = "not measured" if t.value is None else f"{t.value:.4f}"
-    return f"{'PASS' if t.passed else 'MISS'}  {t.name}: {shown} (target {t.op} {t.limit:g})"
+    line = f"{'PASS' if t.passed else 'MISS'}  {t.name}: {shown} (target {t.op} {t.limit:g})"
+    interval = wilson_interval(*count) if count else None
+    if interval:
+        line += f"; {count[0]} of {count[1]}, 95 % interval {interval[0]:.3f}-{interval[1]:.3f}"
+    return line
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -127,9 +143,12 @@ def run(args: argparse.Namespace) -> int:
     targets = check_targets(d, limits)
     print(f"\nTargets on the default detector, {d['name']} ({doc['scenes']['used']} {args.split}-split scenes, "
           f"{d['faces']} faces):")
+    faces = counts(d)
     for t in targets:
-        print("  " + target_line(t))
-    summary = {"detector": d["name"], "targets": [asdict(t) for t in targets],
+        print("  " + target_line(t, faces[t.name]))
+    summary = {"detector": d["name"],
+               "targets": [{**asdict(t), "faces": list(faces[t.name]),
+                            "interval_95": wilson_interval(*faces[t.name])} for t in targets],
                "all_passed": all(t.passed for t in targets), "report": str(args.out / "report.json")}
     (Path(args.out) / "targets.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.out}/: report.md, report.json, {''.join(Path(p).name + ', ' for p in doc['png'])}"

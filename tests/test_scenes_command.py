@@ -261,7 +261,7 @@ def test_scene_benchmark_checks_the_targets_on_the_default_detector(tmp_path, vo
     assert scenes.main([*common, "--target", "found=0.57", "--target", "masked_found_32px=0.33",
                         "--target", "alert_recall=0.66", "--target", "flagged_precision=0.66"]) == 0
     out = capsys.readouterr().out
-    assert "PASS  found: 0.5714 (target >= 0.57)" in out and "MISS" not in out
+    assert "PASS  found: 0.5714 (target >= 0.57); 4 of 7, 95 % interval 0.250-0.842" in out and "MISS" not in out
     assert "default detector, short 128x128" in out
 
     assert scenes.main([*common, "--target", "found=0.58", "--target", "masked_found_32px=0.33",
@@ -270,6 +270,8 @@ def test_scene_benchmark_checks_the_targets_on_the_default_detector(tmp_path, vo
     assert "MISS  found: 0.5714 (target >= 0.58)" in out and "PASS  alert_recall" in out
     targets = json.loads((tmp_path / "out" / "targets.json").read_text())
     assert targets["detector"] == "short 128x128 + mirror" and not targets["all_passed"]
+    found = next(t for t in targets["targets"] if t["name"] == "found")
+    assert found["faces"] == [4, 7] and found["interval_95"] == pytest.approx([0.2505, 0.8418], abs=1e-4)
 
     assert scenes.main([*common, "--target", "speed=3"]) == 2
     assert "speed=3" in capsys.readouterr().err
