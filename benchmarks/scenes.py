@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.targets import Target, check, parse_overrides, wilson_interval
+from benchmarks.targets import Target, check, parse_overrides
+from train.scenes.matching import wilson_interval
 
 log = logging.getLogger("benchmarks.scenes")
 

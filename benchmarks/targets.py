@@ -7,7 +7,6 @@ can be checked by passing an impossible value (``--target accuracy=1.01``).
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,31 +27,6 @@ class Target:
     def line(self) -> str:
         shown = "not measured" if self.value is None else f"{self.value + 0.0:.4g}"
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {shown} (target {self.op} {self.limit:g})"
-
-
-#: The two-sided 95 % quantile of the normal distribution (``scipy.stats.norm.ppf(0.975)``).
-Z_95 = 1.959963984540054
-
-
-def wilson_interval(hits: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
-    """The Wilson score interval of the proportion ``hits / n`` (95 % by default); None for n = 0.
-
-    Why: a scene target is a share of a few dozen faces (84 no-mask test faces, 82 flagged), so
-    one face moves it by more than a point. The interval says how far a change must move a figure
-    before it is more than which photos happened to be in the split. Wilson's interval (what
-    ``scipy.stats.binomtest(...).proportion_ci(method="wilson")`` computes; scipy is not in the Pi
-    env these benchmarks' tests also run in) stays inside [0, 1] and is sound near 0 and 1, where
-    these figures sit.
-    """
-    if n <= 0:
-        return None
-    if not 0 <= hits <= n:
-        raise ValueError(f"{hits} hits of {n}: a share needs 0 <= hits <= n")
-    p = hits / n
-    scale = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / scale
-    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / scale
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def check(name: str, value: float | None, limit: float, at_most: bool) -> Target:

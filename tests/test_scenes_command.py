@@ -157,7 +157,7 @@ def test_report_counts_what_was_placed(tmp_path, voc_dir, tiny_classifier, detec
     md = (out / "report.md").read_text()
     assert "short 128x128" in md and md.strip() in text
     assert "| 0.57 | 0.33 | 0.67 | 1.00 | 0.00 | 0.00 | 0.00 | 1.00 | 0.33 |" in md  # the recall row
-    assert "0.67 (2/3)" in md
+    assert "| 0.67 (2/3; 0.21–0.94) | 0.67 (2/3; 0.21–0.94) |" in md  # recall and precision, 95 % interval
     if doc["png_note"] is None:  # matplotlib is there (the workstation)
         assert all(Path(p).stat().st_size > 1000 for p in doc["png"]) and len(doc["png"]) == 3
         assert Path(doc["png"][2]).name == "mistakes.png"

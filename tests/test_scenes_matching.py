@@ -19,6 +19,7 @@ from train.scenes.matching import (
     score_scene,
     size_bin,
     summarize,
+    wilson_interval,
 )
 from train.scenes.voc_scenes import frame_scale, scene_key, splits_by_scene, truth_faces, why_not_in_split
 
@@ -262,3 +263,23 @@ def test_a_face_split_between_the_alert_labels_is_flagged_as_the_daemon_would():
     assert alert_flags(probs, labels, ("without_mask",), 0.5).tolist() == [False, False, True]
     two = np.array([[0.3, 0.7], [0.8, 0.2]], np.float32)
     assert alert_flags(two, ("with_mask", "without_mask"), ("without_mask",), 0.289).tolist() == [True, False]
+
+
+def test_wilson_interval_matches_scipy_and_refuses_impossible_counts():
+    """Reference values from scipy 1.17 (``binomtest(k, n).proportion_ci(0.95, "wilson")``),
+    which the Pi env these tests also run in does not have."""
+    scipy_wilson = {(77, 82): (0.8650795049984596, 0.973676044932184),
+                    (428, 474): (0.8729755163839168, 0.9264528148093842),
+                    (4, 7): (0.2504583645276572, 0.8417801447485302),
+                    (0, 10): (0.0, 0.27753279986288926),
+                    (10, 10): (0.7224672001371109, 1.0),
+                    (1, 1): (0.20654931437723745, 1.0)}
+    for (k, n), want in scipy_wilson.items():
+        assert wilson_interval(k, n) == pytest.approx(want, abs=1e-12), (k, n)
+    lo, hi = wilson_interval(77, 82)
+    assert lo < 77 / 82 < hi  # around the share, and wider with fewer faces:
+    assert hi - lo > (lambda i: i[1] - i[0])(wilson_interval(770, 820))
+    assert wilson_interval(0, 0) is None
+    for k, n in ((-1, 5), (6, 5)):
+        with pytest.raises(ValueError, match=f"{k} hits of {n}"):
+            wilson_interval(k, n)

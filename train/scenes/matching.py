@@ -16,6 +16,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,30 @@ MATCH_IOU = 0.3
 SIZE_BINS: tuple[tuple[int, int | None], ...] = ((16, 32), (32, 64), (64, 128), (128, None))
 #: "Masked faces this large or larger" (px) for the masked-recall figure.
 MASKED_MIN_SIZE = 32
+
+#: The two-sided 95 % quantile of the normal distribution (``scipy.stats.norm.ppf(0.975)``).
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(hits: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval of the proportion ``hits / n`` (95 % by default); None for n = 0.
+
+    Why: a scene figure is a share of a few dozen faces (84 no-mask faces in the faces-voc test
+    scenes, 82 flagged; a user's own camera, often fewer), so one face moves it by more than a
+    point. The interval says how far a change must move a figure before it is more than which
+    photos happened to be chosen. Wilson's interval (what ``scipy.stats.binomtest(...)
+    .proportion_ci(method="wilson")`` computes; scipy is not on the Pi, where this also runs) stays
+    inside [0, 1] and is sound near 0 and 1, where these figures sit.
+    """
+    if n <= 0:
+        return None
+    if not 0 <= hits <= n:
+        raise ValueError(f"{hits} hits of {n}: a share needs 0 <= hits <= n")
+    p = hits / n
+    scale = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / scale
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def match_faces(truth: Sequence[Box], detections: Sequence[Box], iou_threshold: float = MATCH_IOU

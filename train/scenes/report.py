@@ -6,13 +6,27 @@ import json
 from pathlib import Path
 
 from device.contract import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
-from train.scenes.matching import FALSE_ALERT, MASKED_MIN_SIZE, MISSED_ALERT, SIZE_BINS, bin_name
+from train.scenes.matching import (
+    FALSE_ALERT,
+    MASKED_MIN_SIZE,
+    MISSED_ALERT,
+    SIZE_BINS,
+    bin_name,
+    wilson_interval,
+)
 
 DASH = "—"
 
 
 def _r(value: float | None) -> str:
     return DASH if value is None else f"{value:.2f}"
+
+
+def _share(value: float | None, hits: int, n: int) -> str:
+    """"0.92 (77/84; 0.84–0.96)": the share, its faces and their 95 % interval (Wilson)."""
+    interval = wilson_interval(hits, n)
+    within = f"; {interval[0]:.2f}–{interval[1]:.2f}" if interval else ""
+    return f"{_r(value)} ({hits}/{n}{within})"
 
 
 def _ms(stage: dict) -> str:
@@ -47,8 +61,8 @@ def markdown(result: dict) -> str:
     for d in dets:
         a, p = d["alert_recall"], d["flagged_precision"]
         lines.append(
-            f"| {_label(d)} | {_r(a['recall'])} ({a['found_and_flagged']}/{a['faces']}) "
-            f"| {_r(p['precision'])} ({p[f'really_{WITHOUT_MASK}']}/{p['flagged']}) | {d['flagged_unmatched']} "
+            f"| {_label(d)} | {_share(a['recall'], a['found_and_flagged'], a['faces'])} "
+            f"| {_share(p['precision'], p[f'really_{WITHOUT_MASK}'], p['flagged'])} | {d['flagged_unmatched']} "
             f"| {d['unmatched']} | {_ms(d['ms']['detect'])} | {_ms(d['ms']['classify'])} | {_ms(d['ms']['total'])} |")
     lines += ["", f"| detector | {INCORRECT_MASK} faces | found | found and flagged (left out of the precision) |",
               "|---|---|---|---|"]
@@ -62,7 +76,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {_label(d)} | {c.get('faces', 0)} | {_calibration(c.get('fitted'))} | {_calibration(c.get('used'))} |")
     lines += ["", f"Face size: {st['face_size']}. Found: IoU ≥ {st['match_iou']} with an annotated face, one to one, "
               f"best IoU first. Flagged: P({' + '.join(st.get('alert_labels') or [st['alert_label']])}) ≥ the card's threshold. Detections smaller than "
-              f"{st['detector_min_face']} px are dropped as the daemon drops them."]
+              f"{st['detector_min_face']} px are dropped as the daemon drops them. In brackets: the faces, and the 95 % "
+              "interval (Wilson) a share of that many faces carries."]
     shown = mistakes_detector(result)
     if "mistakes" in shown:
         listed = shown["mistakes"]
