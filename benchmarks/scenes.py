@@ -59,7 +59,7 @@ def figures(d: dict) -> dict[str, float | None]:
 
 
 def counts(d: dict) -> dict[str, tuple[int, int]]:
-    """(faces that count for, faces) behind each targeted figure of a detector's report entry."""
+    """(faces the figure counts, faces it is a share of) for each targeted figure of a detector's report entry."""
     return {
         "found": (d["found"], d["faces"]),
         "masked_found_32px": (d["with_mask_32px"]["found"], d["with_mask_32px"]["faces"]),
