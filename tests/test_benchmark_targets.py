@@ -80,3 +80,15 @@ def test_alert_rows_say_the_int8_gap_in_faces():
     del doc["quantization"]["largest_gap"]  # a summary written before the field existed still renders
     assert "| 0.55 pts |" in bench_train.alert_rows([doc])[2]
 
+
+
+def test_target_lines_give_shares_of_faces_their_interval():
+    doc = {"name": "all-128-3class", "all_passed": False, "targets": {
+        "incorrect_flagged": {"value": 0.8, "limit": 0.8, "passed": True, "faces": [16, 20],
+                              "interval_95": [0.5840, 0.9193]},
+        "int8_class_delta_points": {"value": 0.548, "limit": 0.5, "passed": False}}}
+    assert bench_train.target_lines(doc) == [
+        "Targets for all-128-3class (FAIL):",
+        "- PASS incorrect_flagged: 0.8 (target >= 0.8); 16 of 20, 95 % interval 0.584-0.919",
+        "- FAIL int8_class_delta_points: 0.548 (target <= 0.5)",
+    ]
