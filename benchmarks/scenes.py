@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.targets import Target, check, parse_overrides
+from benchmarks.targets import Target, check, faces_note, parse_overrides
 from train.scenes.matching import wilson_interval
 
 log = logging.getLogger("benchmarks.scenes")
@@ -90,11 +90,8 @@ def target_line(t: Target, count: tuple[int, int] | None = None) -> str:
     """PASS/MISS, the figure and its limit; with ``count`` (hits, of) also the faces and the 95 %
     interval, so a reader sees whether a miss or a pass is more than a face or two."""
     shown = "not measured" if t.value is None else f"{t.value:.4f}"
-    line = f"{'PASS' if t.passed else 'MISS'}  {t.name}: {shown} (target {t.op} {t.limit:g})"
-    interval = wilson_interval(*count) if count else None
-    if interval:
-        line += f"; {count[0]} of {count[1]}, 95 % interval {interval[0]:.3f}-{interval[1]:.3f}"
-    return line
+    return f"{'PASS' if t.passed else 'MISS'}  {t.name}: {shown} (target {t.op} {t.limit:g})" + (
+        faces_note(*count) if count else "")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -29,6 +29,15 @@ class Target:
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {shown} (target {self.op} {self.limit:g})"
 
 
+def faces_note(hits: int, n: int) -> str:
+    """"; 16 of 20, 95 % interval 0.584-0.919" after a target that is a share of counted faces
+    (empty when there are none), so a reader sees whether a pass or a miss is more than a face."""
+    from train.scenes.matching import wilson_interval
+
+    interval = wilson_interval(hits, n)
+    return f"; {hits} of {n}, 95 % interval {interval[0]:.3f}-{interval[1]:.3f}" if interval else ""
+
+
 def check(name: str, value: float | None, limit: float, at_most: bool) -> Target:
     """``value`` against ``limit`` (inclusive); a figure that was not measured misses."""
     ok = value is not None and (value <= limit if at_most else value >= limit)

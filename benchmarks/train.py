@@ -371,14 +371,13 @@ def markdown(docs: list[dict[str, Any]]) -> str:
 def target_lines(d: dict[str, Any]) -> list[str]:
     """One run's verdict and a line per target; a share of counted faces also says how many and
     its 95 % interval."""
+    from benchmarks.targets import faces_note
+
     lines = [f"Targets for {d['name']} ({'PASS' if d['all_passed'] else 'FAIL'}):"]
     for k, t in d["targets"].items():
         op = "<=" if k in AT_MOST else ">="
-        line = f"- {'PASS' if t['passed'] else 'FAIL'} {k}: {t['value']:.4g} (target {op} {t['limit']})"
-        if t.get("faces") and t.get("interval_95"):
-            (hits, n), (lo, hi) = t["faces"], t["interval_95"]
-            line += f"; {hits} of {n}, 95 % interval {lo:.3f}-{hi:.3f}"
-        lines.append(line)
+        lines.append(f"- {'PASS' if t['passed'] else 'FAIL'} {k}: {t['value']:.4g} (target {op} {t['limit']})"
+                     + (faces_note(*t["faces"]) if t.get("faces") else ""))
     return lines
 
 
