@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.targets import Target, check, faces_note, parse_overrides
-from train.scenes.matching import wilson_interval
+from benchmarks.targets import Target, check, faces_fields, faces_note, parse_overrides
 
 log = logging.getLogger("benchmarks.scenes")
 
@@ -145,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
     for t in targets:
         print("  " + target_line(t, faces[t.name]))
     summary = {"detector": d["name"],
-               "targets": [{**asdict(t), "faces": list(faces[t.name]),
-                            "interval_95": wilson_interval(*faces[t.name])} for t in targets],
+               "targets": [{**asdict(t), **faces_fields(*faces[t.name])} for t in targets],
                "all_passed": all(t.passed for t in targets), "report": str(args.out / "report.json")}
     (Path(args.out) / "targets.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.out}/: report.md, report.json, {''.join(Path(p).name + ', ' for p in doc['png'])}"

@@ -38,6 +38,14 @@ def faces_note(hits: int, n: int) -> str:
     return f"; {hits} of {n}, 95 % interval {interval[0]:.3f}-{interval[1]:.3f}" if interval else ""
 
 
+def faces_fields(hits: int, n: int) -> dict:
+    """The JSON fields a target that is a share of counted faces carries beside its value: the
+    faces (hits, of) and their 95 % interval (None when no face was counted)."""
+    from train.scenes.matching import wilson_interval
+
+    return {"faces": [hits, n], "interval_95": wilson_interval(hits, n)}
+
+
 def check(name: str, value: float | None, limit: float, at_most: bool) -> Target:
     """``value`` against ``limit`` (inclusive); a figure that was not measured misses."""
     ok = value is not None and (value <= limit if at_most else value >= limit)

@@ -295,8 +295,7 @@ def bench_three_class(size: int, data_root: Path, runs: Path, out: Path, retrain
     values = {"incorrect_flagged": flagged["incorrect_mask"]["rate"], "with_mask_flagged": flagged["with_mask"]["rate"],
               "without_mask_f1": m["without_mask_f1"], "int8_class_delta_points": quant["max_delta_points"],
               "train_minutes": round(run["seconds"].get("total", float("nan")) / 60.0, 2)}
-    from benchmarks.targets import check
-    from train.scenes.matching import wilson_interval
+    from benchmarks.targets import check, faces_fields
 
     # The flagged rates are shares of few faces (20 incorrect): each target says of how many.
     faces = {"incorrect_flagged": flagged["incorrect_mask"], "with_mask_flagged": flagged["with_mask"]}
@@ -305,8 +304,7 @@ def bench_three_class(size: int, data_root: Path, runs: Path, out: Path, retrain
         t = check(k, values[k], limit, at_most=k in AT_MOST)
         targets[k] = {"value": t.value, "limit": t.limit, "passed": t.passed}
         if k in faces:
-            hits, n = faces[k]["flagged"], faces[k]["n"]
-            targets[k].update(faces=[hits, n], interval_95=wilson_interval(hits, n))
+            targets[k].update(faces_fields(faces[k]["flagged"], faces[k]["n"]))
     doc = {"name": name, "kind": "three_class", "input_size": size, "overrides": extra, "data": str(data),
            "synthetic": str(synthetic), "train": run, "test": m, "quantization": quant, "targets": targets,
            "all_passed": all(t["passed"] for t in targets.values())}
